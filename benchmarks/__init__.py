@@ -1,0 +1,1 @@
+"""qengine benchmarks package."""

@@ -1,0 +1,1 @@
+"""qengine czar package."""

@@ -1,0 +1,1 @@
+"""qengine worker package."""
