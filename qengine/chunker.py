@@ -333,7 +333,9 @@ class Chunker:
         empty = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int32), np.empty(0, dtype=np.int32)
         if self.overlap == 0.0 or ra.size == 0:
             return empty
-        home_c, _ = self.locate(ra, dec)
+        bad = ~validate_positions(ra, dec)
+        if bad.any():
+            self.locate(ra, dec)  # raises CoordinateError naming the rows
         ra = _reduce_ra(ra)
         ss, stripe, sc, chunk, nscpc, n_sub = self._locate_parts(ra, dec)
         w = self._sub_chunk_width[ss]
@@ -341,19 +343,30 @@ class Chunker:
         lon_max = np.minimum((sc + 1) * w, 360.0)
         lat_min = np.clip(ss * self.sub_stripe_height - 90.0, -90.0, 90.0)
         lat_max = np.clip((ss + 1) * self.sub_stripe_height - 90.0, -90.0, 90.0)
+        alpha = self._alpha[ss]
+        # Only rows near a sub-chunk edge have overlap copies: work on those alone.
+        near = (
+            (ra < lon_min + alpha) | (ra > lon_max - alpha)
+            | (dec < lat_min + self.overlap) | (dec >= lat_max - self.overlap)
+        )
+        idx = np.flatnonzero(near)
+        ra, dec, ss, stripe, sc, chunk, nscpc, n_sub = (
+            a[idx] for a in (ra, dec, ss, stripe, sc, chunk, nscpc, n_sub)
+        )
+        lon_min, lon_max, lat_min, lat_max, alpha = (a[idx] for a in (lon_min, lon_max, lat_min, lat_max, alpha))
+        home_c, _ = self._ids(stripe, ss, chunk, sc, nscpc)
         nss_total = self.num_stripes * self.num_sub_stripes
-        idx = np.arange(ra.size, dtype=np.int64)
         parts_rows, parts_ss, parts_sc = [], [], []
 
         # Left and right neighbours in the same sub-stripe.
-        alpha = self._alpha[ss]
         multi = n_sub > 1
         left = multi & (ra < lon_min + alpha)
-        parts_rows.append(idx[left])
+        pos = np.arange(idx.size, dtype=np.int64)
+        parts_rows.append(pos[left])
         parts_ss.append(ss[left])
         parts_sc.append(np.where(sc[left] == 0, n_sub[left] - 1, sc[left] - 1))
         right = multi & (ra > lon_max - alpha)
-        parts_rows.append(idx[right])
+        parts_rows.append(pos[right])
         parts_ss.append(ss[right])
         parts_sc.append(np.where(sc[right] == n_sub[right] - 1, 0, sc[right] + 1))
 
@@ -362,7 +375,7 @@ class Chunker:
             ((ss > 0) & (dec < lat_min + self.overlap), ss - 1),
             ((ss < nss_total - 1) & (dec >= lat_max - self.overlap), ss + 1),
         ):
-            rows = idx[mask]
+            rows = pos[mask]
             if rows.size == 0:
                 continue
             t_ss = nb[mask]
@@ -391,11 +404,11 @@ class Chunker:
         cid, scid = self._ids(o_stripe, o_ss, o_chunk, o_sc, o_nscpc)
         if not per_chunk:
             order = np.lexsort((scid, cid, rows))
-            return rows[order], cid[order], scid[order]
+            return idx[rows[order]], cid[order], scid[order]
         keep = cid != home_c[rows]
         rows, cid, scid = rows[keep], cid[keep], scid[keep]
         order = np.lexsort((scid, cid, rows))
         rows, cid, scid = rows[order], cid[order], scid[order]
         first = np.ones(rows.size, dtype=bool)
         first[1:] = (rows[1:] != rows[:-1]) | (cid[1:] != cid[:-1])
-        return rows[first], cid[first], scid[first]
+        return idx[rows[first]], cid[first], scid[first]
