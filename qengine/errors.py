@@ -31,3 +31,18 @@ class CoordinateError(QEngineError, ValueError):
 
 class RegionError(QEngineError, ValueError):
     """A spatial region is ill-defined (negative radius, degenerate polygon, ...)."""
+
+
+class IngestError(QEngineError):
+    """Input that cannot be ingested. Names the file, the line/row and the column at fault.
+
+    ``line`` is 1-based: the line number in a text file (header included), otherwise the
+    row number within the file. The transaction that met it is rolled back.
+    """
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
+                 column: str | None = None) -> None:
+        where = ":".join(str(p) for p in (file, line) if p is not None)
+        col = f" column {column!r}:" if column else ""
+        super().__init__(f"{where}:{col} {message}" if where else f"{col} {message}".strip())
+        self.file, self.line, self.column, self.reason = file, line, column, message
