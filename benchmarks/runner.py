@@ -1,0 +1,58 @@
+"""``qengine bench``: run benchmark suites and record results side by side in RESULTS.md."""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import importlib
+import os
+import platform
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+SUITES = {"chunker": "benchmarks.chunker_bench"}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--suite", choices=sorted(SUITES), action="append",
+                   help="suite(s) to run (default: all)")
+    p.add_argument("--points", type=int, default=10_000_000, help="points for the chunker suite (default 1e7)")
+    p.add_argument("--loop-points", type=int, default=200_000,
+                   help="points for the per-point sphgeom loop (its rate is measured on these)")
+    p.add_argument("--results", type=Path, default=RESULTS, help=f"results file (default {RESULTS})")
+    p.add_argument("--no-write", action="store_true", help="print results only")
+
+
+def machine_line() -> str:
+    import duckdb
+    import numpy
+
+    return (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"numpy {numpy.__version__}, duckdb {duckdb.__version__}")
+
+
+def update_section(path: Path, title: str, body: str) -> None:
+    """Replace (or append) the section ``## title`` of the results file."""
+    text = path.read_text() if path.exists() else "# qengine benchmark results\n\nEach section is rewritten by `qengine bench --suite NAME`; ratios are measured side by side in one run.\n"
+    head = f"## {title}\n"
+    start = text.find(head)
+    if start >= 0:
+        end = text.find("\n## ", start + len(head))
+        text = text[:start] + head + body + ("" if end < 0 else text[end:])
+    else:
+        text = text.rstrip("\n") + "\n\n" + head + body
+    path.write_text(text.rstrip("\n") + "\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    suites = args.suite or sorted(SUITES)
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    for name in suites:
+        module = importlib.import_module(SUITES[name])
+        title, body = module.run(args)
+        body = f"_{stamp}; {machine_line()}_\n\n{body}"
+        print(f"## {title}\n{body}")
+        if not args.no_write:
+            update_section(args.results, title, body)
+            print(f"wrote {args.results}", file=sys.stderr)
+    return 0

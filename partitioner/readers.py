@@ -1,0 +1,1066 @@
+"""Streaming input readers for bulk ingest.
+
+``read_batches(path, schema, spec)`` reads one input file in bounded batches and converts every
+batch to the catalogue table's Arrow schema (columns matched by name, case-insensitively;
+headerless text by position or by ``InputSpec.columns``).  Memory does not grow with the file:
+
+* **CSV/TSV** (Qserv/MySQL style: ``\\N`` for NULL, ``\\`` escapes, optional ``"`` quotes; plain,
+  ``.gz`` or ``.bz2``).  A background thread reads (and decompresses) the file and cuts it into
+  chunks of at most ``batch_rows`` lines (and at most 64 MiB) on line boundaries; each chunk is
+  parsed and converted straight to the target types by ``pyarrow.csv`` (multi-threaded, no
+  per-row Python).  Only when a chunk fails is it searched (bisection over its lines, using the
+  same parser) for the exact bad line(s), and each bad line is diagnosed field by field, giving
+  file, line (1-based, the header is line 1) and column.  With ``skip_bad_rows=N`` bad lines are
+  dropped and reported as ``Reject``s, up to N of them.
+
+  Text conventions: a line is ended by ``\\n`` or ``\\r\\n``; blank lines are skipped (but counted
+  for line numbers); a UTF-8 byte-order mark is ignored.  Values cannot contain line breaks
+  (MySQL writes them escaped).  The escape character removes the special meaning of the next
+  character (``\\,`` → ``,``, ``\\"`` → ``"``, ``\\\\`` → ``\\``); MySQL's ``\\t``/``\\n``/``\\0``
+  are read as ``t``/``n``/``0``.  An unquoted field that is exactly ``\\N`` (any null token
+  containing the escape character) is NULL even though escaping is on; a quoted field is never
+  NULL (``""`` is the empty string), an unquoted field equal to one of ``null_values`` is.
+  Booleans are ``1/0/true/false/True/False/TRUE/FALSE``.  Numbers may have surrounding blanks;
+  ``nan``, ``inf``, ``-inf`` are accepted for floating-point columns; integers are range-checked.
+
+* **Parquet**: ``ParquetFile.iter_batches`` (one row group in memory at a time), safe casts.
+* **FITS** binary tables (first table HDU): memory-mapped, read in row slices; big-endian data
+  made native; ``TNULL`` (and, for an integer target column, NaN) become NULL; ``L`` columns
+  are booleans (a zero byte is NULL); ``TZERO`` unsigned conventions are honoured by astropy.
+  Floating-point NaN in a floating-point target stays NaN (FITS has no other float null).
+* **VOTable** (first TABLE): astropy cannot stream VOTable, so the whole table is parsed into
+  memory and then handed out in batches; masked cells (incl. float NaN, which VOTable defines as
+  the null of floats) become NULL.  Use Parquet/FITS/CSV for large inputs.
+
+Compressed Parquet/FITS files (``.parquet.gz``, ``.fits.gz`` ...) are first decompressed to a
+temporary file (in ``tempfile.gettempdir()``, i.e. ``$TMPDIR``) so that reading stays
+random-access and memory-bounded.
+
+Errors are :class:`qengine.errors.IngestError` with ``file``, ``line`` (row for binary formats)
+and ``column`` set where they are known.  Extra columns of self-describing inputs (text with a
+header, Parquet, FITS, VOTable) are ignored and logged at INFO; schema columns missing from the
+file are filled with NULL (logged once) when nullable, otherwise an error.  A NULL in a column
+that the schema declares non-nullable is a bad row.
+"""
+from __future__ import annotations
+
+import bz2
+import contextlib
+import csv
+import gzip
+import logging
+import math
+import os
+import queue
+import re
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+
+from qengine.errors import IngestError
+
+__all__ = [
+    "InputSpec", "Batch", "Reject", "read_batches", "detect_format", "count_bytes", "FORMATS",
+]
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("csv", "tsv", "parquet", "fits", "votable")
+
+_EXTENSIONS = {
+    ".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".txt": "csv",
+    ".parquet": "parquet", ".pq": "parquet",
+    ".fits": "fits", ".fit": "fits", ".fts": "fits",
+    ".vot": "votable", ".xml": "votable", ".votable": "votable",
+}
+_COMPRESSIONS = {".gz": "gzip", ".gzip": "gzip", ".bz2": "bz2"}
+
+_READ_SIZE = 4 << 20          # bytes read from the (decompressed) text stream at a time
+_MAX_CHUNK_BYTES = 64 << 20   # a text chunk never exceeds this (batches may then be smaller)
+_MAX_LINE_BYTES = 256 << 20   # longer lines are refused (probably not a line-oriented file)
+_PREFETCH = 2                 # text chunks read ahead by the background thread
+
+
+# --------------------------------------------------------------------------------------------
+# public data types
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How to read one input file.  Every field has a sensible default."""
+
+    format: str | None = None      # "csv" | "tsv" | "parquet" | "fits" | "votable"; None = from the extension
+    delimiter: str | None = None   # default "," for csv, "\t" for tsv (sniffed for .txt)
+    header: bool | None = None     # None = detect: most first-line fields are column names
+    columns: tuple[str, ...] | None = None  # names of the fields in file order (Qserv's in.csv.field)
+    null_values: tuple[str, ...] = ("\\N", "NULL", "")   # Qserv writes \N
+    quote_char: str | None = '"'
+    escape_char: str | None = "\\"  # "\N" is still recognised as NULL
+    skip_bad_rows: int = 0         # 0 = first bad row raises; N > 0 = up to N bad rows rejected
+    batch_rows: int = 262_144
+
+
+@dataclass
+class Batch:
+    data: pa.RecordBatch            # exactly the target schema (column order, types, nullability)
+    first_line: int                 # 1-based line (text) / row (binary formats) of data's first row
+    line_numbers: np.ndarray | None  # per-row line numbers when they are not consecutive, else None
+
+
+@dataclass
+class Reject:
+    file: str
+    line: int
+    column: str | None
+    reason: str
+    text: str | None  # the raw line, for text formats
+
+
+# --------------------------------------------------------------------------------------------
+# helpers shared by all formats
+
+
+_TYPE_NAMES = {
+    pa.bool_(): "boolean", pa.int8(): "byte", pa.int16(): "short", pa.int32(): "int",
+    pa.int64(): "long", pa.float32(): "float", pa.float64(): "double", pa.string(): "string",
+    pa.large_string(): "string", pa.uint8(): "unsigned byte", pa.uint16(): "unsigned short",
+    pa.uint32(): "unsigned int", pa.uint64(): "unsigned long",
+}
+
+
+def _type_name(t: pa.DataType) -> str:
+    return _TYPE_NAMES.get(t, str(t))
+
+
+def _show(value, limit: int = 60) -> str:
+    """A value quoted for a message, shortened if long."""
+    s = value if isinstance(value, str) else str(value)
+    if len(s) > limit:
+        s = s[:limit] + "..."
+    return repr(s)
+
+
+def _int_range(t: pa.DataType) -> tuple[int, int]:
+    info = np.iinfo(t.to_pandas_dtype())
+    return int(info.min), int(info.max)
+
+
+def _value_reason(value, target: pa.DataType) -> str:
+    """Why ``value`` (a str from text or a Python value from a binary file) does not fit ``target``."""
+    name = _type_name(target)
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            return f"invalid UTF-8 text {_show(value.decode('utf-8', 'replace'))}"
+    if pa.types.is_integer(target):
+        lo, hi = _int_range(target)
+        num = value
+        if isinstance(value, str):
+            txt = value.strip()
+            try:
+                num = int(txt, 10)
+            except ValueError:
+                try:
+                    num = float(txt)
+                except ValueError:
+                    return f"invalid value {_show(value)} for {name}"
+        if isinstance(num, bool):
+            num = int(num)
+        if isinstance(num, float):
+            if math.isnan(num):
+                return f"value nan cannot be stored in {name}"
+            if math.isinf(num):
+                return f"value {num} out of range for {name}"
+            if not num.is_integer():
+                return f"value {_show(value)} is not an integer ({name} column)"
+            num = int(num)
+        if isinstance(num, int) and not lo <= num <= hi:
+            return f"value {num} out of range for {name} ({lo}..{hi})"
+        return f"invalid value {_show(value)} for {name}"
+    if pa.types.is_boolean(target) and isinstance(value, str):
+        return f"invalid value {_show(value)} for boolean (expected 1, 0, true or false)"
+    if pa.types.is_floating(target) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"value {value} out of range for {name}"
+    return f"invalid value {_show(value)} for {name}"
+
+
+def _clean_arrow_message(exc: BaseException) -> str:
+    msg = str(exc).strip()
+    msg = re.sub(r"^(In CSV column #\d+: )?CSV (parse|conversion) error( to \w+)?: ", "", msg)
+    return msg.splitlines()[0] if msg else type(exc).__name__
+
+
+def _match_names(file_names: list[str], schema: pa.Schema, *, file: str,
+                 line: int | None = None) -> dict[str, int]:
+    """schema field name -> index in ``file_names`` (exact match first, then case-insensitive)."""
+    exact: dict[str, int] = {}
+    lower: dict[str, list[int]] = {}
+    for i, n in enumerate(file_names):
+        if n in exact:
+            raise IngestError(f"duplicate column {n!r} in file", file=file, line=line, column=n)
+        exact[n] = i
+        lower.setdefault(n.lower(), []).append(i)
+    out: dict[str, int] = {}
+    for f in schema:
+        if f.name in exact:
+            out[f.name] = exact[f.name]
+            continue
+        cands = lower.get(f.name.lower(), [])
+        if len(cands) > 1:
+            shown = ", ".join(file_names[i] for i in cands)
+            raise IngestError(f"column name is ambiguous in file (matches {shown})",
+                              file=file, line=line, column=f.name)
+        if cands:
+            out[f.name] = cands[0]
+    return out
+
+
+def _check_missing(schema: pa.Schema, matched: dict[str, int], file_names: list[str], *,
+                   file: str, line: int | None, self_describing: bool) -> None:
+    missing = [f for f in schema if f.name not in matched]
+    for f in missing:
+        if not f.nullable:
+            has = ", ".join(file_names) if file_names else "no columns"
+            if len(has) > 400:
+                has = has[:400] + "..."
+            raise IngestError(f"column {f.name!r} missing from file (file has: {has})",
+                              file=file, line=line, column=f.name)
+    if missing:
+        log.info("%s: column(s) %s not in file: filled with NULL", file,
+                 ", ".join(repr(f.name) for f in missing))
+    if self_describing:
+        used = set(matched.values())
+        extra = [n for i, n in enumerate(file_names) if i not in used]
+        if extra:
+            log.info("%s: ignoring unexpected extra column(s) %s", file,
+                     ", ".join(repr(n) for n in extra))
+
+
+class _BadRows:
+    """Counts bad rows; records them (skip mode) or raises (strict mode / over the limit)."""
+
+    def __init__(self, file: str, limit: int, rejects: list[Reject] | None) -> None:
+        self.file, self.limit, self.rejects, self.count = file, limit, rejects, 0
+
+    def bad(self, line: int, column: str | None, reason: str, text: str | None = None) -> None:
+        if self.limit <= 0:
+            raise IngestError(reason, file=self.file, line=line, column=column)
+        if self.count >= self.limit:
+            raise IngestError(
+                f"{reason} (too many bad rows: {self.count} already rejected, limit "
+                f"skip_bad_rows={self.limit})", file=self.file, line=line, column=column)
+        self.count += 1
+        if self.rejects is not None:
+            self.rejects.append(Reject(self.file, line, column, reason, text))
+
+
+def _batch_with_lines(rb: pa.RecordBatch, lines: np.ndarray) -> Batch:
+    """A Batch whose rows come from ``lines``; line_numbers only if they are not consecutive."""
+    first = int(lines[0])
+    if int(lines[-1]) - first == len(lines) - 1:
+        return Batch(rb, first, None)
+    return Batch(rb, first, lines)
+
+
+def _validate_spec(spec: InputSpec, file: str) -> None:
+    if spec.batch_rows < 1:
+        raise IngestError(f"batch_rows must be at least 1, not {spec.batch_rows}", file=file)
+    if spec.skip_bad_rows < 0:
+        raise IngestError(f"skip_bad_rows must be >= 0, not {spec.skip_bad_rows}", file=file)
+    for what, ch in (("delimiter", spec.delimiter), ("quote_char", spec.quote_char),
+                     ("escape_char", spec.escape_char)):
+        if ch is not None and (len(ch) != 1 or ch in "\r\n"):
+            raise IngestError(f"{what} must be a single character other than a line break, "
+                              f"not {ch!r}", file=file)
+    if spec.columns is not None and len({c.lower() for c in spec.columns}) != len(spec.columns):
+        raise IngestError("InputSpec.columns has duplicate names", file=file)
+
+
+# --------------------------------------------------------------------------------------------
+# format and compression detection
+
+
+def _split_compression(path: str | Path) -> tuple[str, str | None]:
+    """(name without a compression suffix, compression or None), lower-cased."""
+    name = os.path.basename(str(path)).lower()
+    for ext, comp in _COMPRESSIONS.items():
+        if name.endswith(ext):
+            return name[: -len(ext)], comp
+    return name, None
+
+
+def _compression(path: str | Path) -> str | None:
+    comp = _split_compression(path)[1]
+    if comp is None:
+        try:
+            with open(path, "rb") as f:
+                magic = f.read(3)
+        except OSError:
+            return None
+        if magic[:2] == b"\x1f\x8b":
+            return "gzip"
+        if magic == b"BZh" and (Path(path).stat().st_size > 14):
+            # only trust the bzip2 magic when the next byte is a block size digit
+            with open(path, "rb") as f:
+                head = f.read(10)
+            if head[3:4].isdigit() and head[4:10] in (b"1AY&SY", b"\x17rE8P\x90"):
+                return "bz2"
+    return comp
+
+
+def detect_format(path: str | Path) -> str:
+    """Input format from the file name: csv, tsv, parquet, fits or votable."""
+    name, _ = _split_compression(path)
+    for ext in sorted(_EXTENSIONS, key=len, reverse=True):
+        if name.endswith(ext):
+            return _EXTENSIONS[ext]
+    raise IngestError(
+        f"unknown input format for {os.path.basename(str(path))!r}: expected a name ending in "
+        f"{', '.join(sorted(_EXTENSIONS))} (optionally .gz or .bz2), or give InputSpec.format",
+        file=str(path))
+
+
+def count_bytes(path: str | Path) -> int:
+    """Size of the file on disk (compressed size for compressed files), for progress reports."""
+    return os.path.getsize(path)
+
+
+def read_batches(path: str | Path, schema: pa.Schema, spec: InputSpec = InputSpec(),
+                 rejects: list[Reject] | None = None) -> Iterator[Batch]:
+    """Read ``path`` in batches of at most ``spec.batch_rows`` rows converted to ``schema``.
+
+    Rows rejected in skip mode are appended to ``rejects`` (if given).  Raises
+    :class:`IngestError` for bad input (naming file, line or row, and column).
+    """
+    file = str(path)
+    _validate_spec(spec, file)
+    yield from _dispatch(path, file, schema, spec, rejects)
+
+
+def _dispatch(path, file: str, schema: pa.Schema, spec: InputSpec,
+              rejects: list[Reject] | None) -> Iterator[Batch]:
+    fmt = spec.format.lower() if spec.format else detect_format(path)
+    if fmt not in FORMATS:
+        raise IngestError(f"unknown format {spec.format!r} (expected one of {', '.join(FORMATS)})",
+                          file=file)
+    if not os.path.exists(path):
+        raise IngestError("file not found", file=file)
+    if fmt in ("csv", "tsv"):
+        return _TextReader(path, schema, spec, fmt, rejects).batches()
+    bad = _BadRows(file, spec.skip_bad_rows, rejects)
+    if fmt == "parquet":
+        return _read_parquet(path, schema, spec, bad)
+    if fmt == "fits":
+        return _read_fits(path, schema, spec, bad)
+    return _read_votable(path, schema, spec, bad)
+
+
+# --------------------------------------------------------------------------------------------
+# text (CSV / TSV)
+
+
+def _text_direct(t: pa.DataType) -> bool:
+    """Types pyarrow.csv converts to directly (others are read as text then cast)."""
+    return (pa.types.is_boolean(t) or pa.types.is_integer(t)
+            or (pa.types.is_floating(t) and t != pa.float16())
+            or pa.types.is_string(t) or pa.types.is_large_string(t)
+            or pa.types.is_binary(t) or pa.types.is_large_binary(t)
+            or pa.types.is_date(t) or pa.types.is_timestamp(t) or pa.types.is_decimal(t)
+            or pa.types.is_time(t))
+
+
+class _RowCountMismatch(Exception):
+    pass
+
+
+class _NullInRequired(Exception):
+    def __init__(self, column: str) -> None:
+        super().__init__(column)
+        self.column = column
+
+
+@dataclass
+class _Chunk:
+    data: bytes             # whole lines, nulls substituted
+    first_line: int         # line number of the chunk's first line
+    starts: np.ndarray      # per line: start offset in data
+    ends: np.ndarray        # per line: end offset (exclusive, without the line break)
+    blank: np.ndarray | None  # per line: empty line (skipped); None = no blank lines
+
+
+class _TextReader:
+    def __init__(self, path: str | Path, schema: pa.Schema, spec: InputSpec, fmt: str,
+                 rejects: list[Reject] | None) -> None:
+        self.path, self.file, self.schema, self.spec = path, str(path), schema, spec
+        self.compression = _compression(path)
+        self.bad = _BadRows(self.file, spec.skip_bad_rows, rejects)
+        first = self._first_line()
+        name, _ = _split_compression(path)
+        if spec.delimiter is not None:
+            self.delimiter = spec.delimiter
+        elif fmt == "tsv":
+            self.delimiter = "\t"
+        elif name.endswith(".txt") and spec.format is None and first is not None \
+                and first.count("\t") > first.count(","):
+            self.delimiter = "\t"
+        else:
+            self.delimiter = ","
+        self.quote = spec.quote_char
+        self.escape = spec.escape_char if spec.escape_char != spec.quote_char else None
+
+        # header and the names of the fields
+        fields = self._split_line(first) if first is not None else []
+        if spec.header is None:
+            known = {f.name.lower() for f in schema} | {c.lower() for c in (spec.columns or ())}
+            hits = sum(1 for f in fields if f.strip().lower() in known)
+            self.header = bool(fields) and hits * 2 > len(fields)
+        else:
+            self.header = bool(spec.header) and first is not None
+        if spec.columns is not None:
+            names = list(spec.columns)
+        elif self.header:
+            names = [f.strip() for f in fields]
+        else:
+            names = [f.name for f in schema]
+        hline = 1 if self.header else None
+        self.names = names
+        matched = _match_names(names, schema, file=self.file, line=hline)
+        _check_missing(schema, matched, names, file=self.file, line=hline,
+                       self_describing=self.header and spec.columns is None)
+        self.matched = matched
+        # internal column names: schema names for matched fields, placeholders for the rest
+        internal = [f"__qe_unused_{i}" for i in range(len(names))]
+        for sname, i in matched.items():
+            internal[i] = sname
+        self.internal = internal
+        self.read_types: dict[str, pa.DataType] = {}
+        for f in schema:
+            if f.name in matched:
+                rt = f.type if _text_direct(f.type) else pa.string()
+                if rt != f.type:
+                    try:
+                        pc.cast(pa.array([], pa.string()), f.type)
+                    except (pa.ArrowNotImplementedError, pa.ArrowInvalid) as exc:
+                        raise IngestError(f"type {f.type} cannot be read from text ({exc})",
+                                          file=self.file, column=f.name) from None
+                self.read_types[f.name] = rt
+        self.include = [n for n in internal if n in self.read_types]
+
+        # NULL tokens: those containing the escape character would be unescaped by the parser
+        # ("\N" -> "N"), so whole-field occurrences are replaced by a same-length sentinel first.
+        specials = {self.delimiter, self.quote, self.escape, "\n", "\r"}
+        self.subst: list[tuple[bytes, bytes]] = []
+        nulls = list(spec.null_values)
+        for tok in spec.null_values:
+            if self.escape and self.escape in tok:
+                sentinel = ("\x1e" * len(tok.encode())).encode()
+                if "\x1e" in specials:
+                    sentinel = ("\x1f" * len(tok.encode())).encode()
+                self.subst.append((tok.encode(), sentinel))
+                nulls.append(sentinel.decode())
+        self.null_values = nulls
+        self.parse_opts = pa_csv.ParseOptions(
+            delimiter=self.delimiter, quote_char=self.quote if self.quote else False,
+            double_quote=True, escape_char=self.escape if self.escape else False,
+            newlines_in_values=False, ignore_empty_lines=True)
+        self.convert_opts = self._convert_options(self.include, self.read_types)
+
+    # -- setup helpers ------------------------------------------------------------------------
+
+    def _open(self):
+        return pa.input_stream(str(self.path), compression=self.compression)
+
+    def _first_line(self) -> str | None:
+        try:
+            with self._open() as s:
+                buf = b""
+                while b"\n" not in buf and len(buf) < _MAX_LINE_BYTES:
+                    data = s.read(1 << 16)
+                    if not data:
+                        break
+                    buf += data
+        except (OSError, pa.ArrowException) as exc:
+            raise IngestError(f"cannot read file: {exc}", file=self.file) from None
+        if buf.startswith(b"\xef\xbb\xbf"):
+            buf = buf[3:]
+        if not buf:
+            return None
+        line = buf.split(b"\n", 1)[0].rstrip(b"\r")
+        return line.decode("utf-8", "replace")
+
+    def _split_line(self, line: str) -> list[str]:
+        kw = dict(delimiter=self.delimiter, quotechar=self.quote or '"',
+                  quoting=csv.QUOTE_MINIMAL if self.quote else csv.QUOTE_NONE,
+                  escapechar=self.escape, doublequote=True)
+        try:
+            return next(csv.reader([line], **kw), [])
+        except csv.Error:
+            return line.split(self.delimiter)
+
+    def _convert_options(self, include: list[str], types: dict[str, pa.DataType]):
+        return pa_csv.ConvertOptions(
+            column_types={n: types[n] for n in include}, include_columns=include,
+            null_values=self.null_values, strings_can_be_null=True,
+            quoted_strings_can_be_null=False, check_utf8=True)
+
+    def _read_options(self, nbytes: int, max_line: int):
+        block = max(1 << 20, nbytes // (2 * (os.cpu_count() or 1)) + 1, 2 * max_line + 64)
+        return pa_csv.ReadOptions(column_names=self.internal, use_threads=True,
+                                  block_size=int(block))
+
+    # -- chunking (runs in the background thread) ---------------------------------------------
+
+    def _chunks(self) -> Iterator[_Chunk]:
+        max_lines = self.spec.batch_rows
+        buf = bytearray()
+        nls = np.empty(0, np.int64)
+        line = 1
+        skip_header = self.header
+        first = True
+        eof = False
+        with self._open() as stream:
+            while not eof:
+                data = stream.read(_READ_SIZE)
+                if not data:
+                    eof = True
+                else:
+                    if first:
+                        first = False
+                        if data.startswith(b"\xef\xbb\xbf"):
+                            data = data[3:]
+                    new = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)
+                    if new.size:
+                        nls = np.concatenate([nls, new + len(buf)]) if nls.size else new + len(buf)
+                    buf += data
+                if skip_header:
+                    if nls.size:
+                        end = int(nls[0]) + 1
+                        del buf[:end]
+                        nls = nls[1:] - end
+                        line, skip_header = 2, False
+                    elif eof:
+                        return  # a header and nothing else
+                    else:
+                        continue
+                while buf and (nls.size >= max_lines or len(buf) >= _MAX_CHUNK_BYTES or eof):
+                    if nls.size >= max_lines and int(nls[max_lines - 1]) < _MAX_CHUNK_BYTES:
+                        k = max_lines
+                        end = int(nls[k - 1]) + 1
+                    elif nls.size and len(buf) >= _MAX_CHUNK_BYTES:
+                        k = max(1, int(np.searchsorted(nls, _MAX_CHUNK_BYTES - 1, "left")))
+                        k = min(k, max_lines)
+                        end = int(nls[k - 1]) + 1
+                    elif eof:
+                        k = int(nls.size)
+                        end = len(buf)
+                    else:
+                        break  # a long line still being read
+                    with memoryview(buf) as mv, mv[:end] as part:
+                        data_chunk = bytes(part)
+                    del buf[:end]
+                    local = nls[:k]
+                    nls = nls[k:] - end
+                    chunk = self._make_chunk(data_chunk, local, line)
+                    line += len(chunk.starts)
+                    yield chunk
+                if not nls.size and len(buf) > _MAX_LINE_BYTES:
+                    raise IngestError(
+                        f"line longer than {_MAX_LINE_BYTES >> 20} MiB (no line break found; "
+                        f"is this a text file with \\n or \\r\\n line ends?)",
+                        file=self.file, line=line)
+
+    def _make_chunk(self, data: bytes, nl: np.ndarray, first_line: int) -> _Chunk:
+        n = len(data)
+        if nl.size and int(nl[-1]) == n - 1:
+            ends = nl
+        else:
+            ends = np.append(nl, n)
+        starts = np.empty_like(ends)
+        starts[0] = 0
+        starts[1:] = ends[:-1] + 1
+        lengths = ends - starts
+        arr = np.frombuffer(data, np.uint8)
+        blank = lengths == 0
+        ones = lengths == 1
+        if ones.any():
+            blank |= ones & (arr[np.maximum(ends - 1, 0)] == 13)
+        if self.subst:
+            data = self._substitute(data)
+        return _Chunk(data, first_line, starts, ends, blank if blank.any() else None)
+
+    def _substitute(self, data: bytes) -> bytes:
+        d = self.delimiter.encode()
+        for tok, sen in self.subst:
+            if tok not in data:
+                continue
+            for _ in range(2):  # twice: adjacent ",\N,\N," occurrences overlap
+                data = data.replace(d + tok + d, d + sen + d)
+            for a, b in ((b"\n", d), (d, b"\n"), (d, b"\r\n"), (b"\n", b"\n"),
+                         (b"\n", b"\r\n")):
+                data = data.replace(a + tok + b, a + sen + b)
+            for b in (d, b"\n", b"\r\n"):
+                if data.startswith(tok + b):
+                    data = sen + data[len(tok):]
+            for a in (d, b"\n"):
+                if data.endswith(a + tok):
+                    data = data[: -len(tok)] + sen
+            if data == tok:
+                data = sen
+        return data
+
+    def _unsubstitute(self, text: bytes) -> bytes:
+        for tok, sen in self.subst:
+            text = text.replace(sen, tok)
+        return text
+
+    # -- parsing ------------------------------------------------------------------------------
+
+    def _parse(self, buf: pa.Buffer, nrows: int, max_line: int) -> pa.RecordBatch:
+        """Parse whole lines into a batch of the target schema; raises on any bad line."""
+        table = pa_csv.read_csv(pa.BufferReader(buf),
+                                read_options=self._read_options(buf.size, max_line),
+                                parse_options=self.parse_opts, convert_options=self.convert_opts)
+        if table.num_rows != nrows:
+            raise _RowCountMismatch(f"{table.num_rows} rows parsed from {nrows} lines")
+        return self._finish(table)
+
+    def _finish(self, table: pa.Table) -> pa.RecordBatch:
+        n = table.num_rows
+        arrays = []
+        for f in self.schema:
+            if f.name in self.read_types:
+                col = table.column(f.name)
+                arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+                if arr.type != f.type:
+                    arr = pc.cast(arr, f.type, safe=True)
+            else:
+                arr = pa.nulls(n, f.type)
+            if not f.nullable and arr.null_count:
+                raise _NullInRequired(f.name)
+            arrays.append(arr)
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+    def _lines_text(self, chunk: _Chunk, i: int) -> bytes:
+        return chunk.data[int(chunk.starts[i]):int(chunk.ends[i])].rstrip(b"\r")
+
+    def _diagnose(self, line: bytes, exc: BaseException) -> tuple[str | None, str]:
+        """(column, reason) for one bad line (without its line break)."""
+        captured = []
+
+        def handler(row):
+            captured.append(row)
+            return "skip"
+
+        data = pa.py_buffer(line + b"\n")
+        ropts = pa_csv.ReadOptions(column_names=self.internal, use_threads=False)
+        popts = pa_csv.ParseOptions(
+            delimiter=self.delimiter, quote_char=self.quote if self.quote else False,
+            double_quote=True, escape_char=self.escape if self.escape else False,
+            newlines_in_values=False, ignore_empty_lines=True, invalid_row_handler=handler)
+        try:
+            raw = pa_csv.read_csv(pa.BufferReader(data), read_options=ropts, parse_options=popts,
+                                  convert_options=pa_csv.ConvertOptions(
+                                      column_types={n: pa.binary() for n in self.internal},
+                                      null_values=[], strings_can_be_null=False,
+                                      quoted_strings_can_be_null=False))
+        except pa.ArrowException as e:
+            return None, f"cannot parse line: {_clean_arrow_message(e)}"
+        if captured:
+            return None, (f"expected {len(self.internal)} fields, found "
+                          f"{captured[0].actual_columns}")
+        if raw.num_rows != 1:
+            return None, ("line contains a carriage return (CR) or a line break inside a value "
+                          f"({raw.num_rows} records on one line)")
+        popts.invalid_row_handler = None
+        for name in self.include:
+            try:
+                t = pa_csv.read_csv(pa.BufferReader(data), read_options=ropts, parse_options=popts,
+                                    convert_options=self._convert_options([name], self.read_types))
+                arr = t.column(name).combine_chunks()
+                target = self.schema.field(name)
+                if arr.type != target.type:
+                    arr = pc.cast(arr, target.type, safe=True)
+                if not target.nullable and arr.null_count:
+                    return name, "NULL value in a non-nullable column"
+            except pa.ArrowException:
+                value = raw.column(name)[0].as_py()
+                value = self._unsubstitute(value)
+                return name, _value_reason(value, self.schema.field(name).type)
+        if isinstance(exc, _NullInRequired):
+            return exc.column, "NULL value in a non-nullable column"
+        return None, _clean_arrow_message(exc)
+
+    def _process(self, chunk: _Chunk) -> Batch | None:
+        nonblank = None if chunk.blank is None else np.flatnonzero(~chunk.blank)
+        nrows = len(chunk.starts) if nonblank is None else len(nonblank)
+        if nrows == 0:
+            return None
+        lengths = chunk.ends - chunk.starts
+        max_line = int(lengths.max())
+        buf = pa.py_buffer(chunk.data)
+        try:
+            rb = self._parse(buf, nrows, max_line)
+        except (pa.ArrowException, _RowCountMismatch, _NullInRequired):
+            return self._salvage(chunk, buf, max_line)
+        if nonblank is None:
+            return Batch(rb, chunk.first_line, None)
+        return _batch_with_lines(rb, nonblank.astype(np.int64) + chunk.first_line)
+
+    def _salvage(self, chunk: _Chunk, buf: pa.Buffer, max_line: int) -> Batch | None:
+        """Find the bad lines of a chunk by bisection with the same parser; report/drop them."""
+        blank = chunk.blank
+        pieces: list[pa.RecordBatch] = []
+        good_lines: list[np.ndarray] = []
+        stack = [(0, len(chunk.starts))]
+        while stack:
+            lo, hi = stack.pop()
+            idx = np.arange(lo, hi) if blank is None else np.flatnonzero(~blank[lo:hi]) + lo
+            if not idx.size:
+                continue
+            a, b = int(chunk.starts[lo]), int(chunk.ends[hi - 1])
+            part = buf.slice(a, min(b + 1, buf.size) - a)
+            try:
+                rb = self._parse(part, idx.size, max_line)
+            except (pa.ArrowException, _RowCountMismatch, _NullInRequired) as exc:
+                if idx.size == 1:
+                    i = int(idx[0])
+                    text = self._lines_text(chunk, i)
+                    column, reason = self._diagnose(text, exc)
+                    self.bad.bad(chunk.first_line + i, column, reason,
+                                 self._unsubstitute(text).decode("utf-8", "replace"))
+                    continue
+                mid = int(idx[idx.size // 2])
+                stack.append((mid, hi))
+                stack.append((lo, mid))
+                continue
+            pieces.append(rb)
+            good_lines.append(idx)
+        if not pieces:
+            return None
+        rb = pa.Table.from_batches(pieces, schema=self.schema).combine_chunks().to_batches()
+        rb = rb[0] if rb else pa.RecordBatch.from_pylist([], schema=self.schema)
+        return _batch_with_lines(rb, np.concatenate(good_lines).astype(np.int64) + chunk.first_line)
+
+    def batches(self) -> Iterator[Batch]:
+        for chunk in _background(self._chunks, _PREFETCH):
+            batch = self._process(chunk)
+            if batch is not None and batch.data.num_rows:
+                yield batch
+
+
+_END = object()
+
+
+class _Failure:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def _background(produce: Callable[[], Iterable], depth: int) -> Iterator:
+    """Run ``produce()`` in a thread, ``depth`` items ahead of the consumer."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for item in produce():
+                if not put(item):
+                    return
+            put(_END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            put(_Failure(exc))
+
+    thread = threading.Thread(target=run, name="qengine-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                return
+            if isinstance(item, _Failure):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                q.get_nowait()
+        thread.join(timeout=10)
+
+
+# --------------------------------------------------------------------------------------------
+# columnar formats (Parquet, FITS, VOTable): cast to the target, locate failures
+
+
+def _bad_positions(arr: pa.Array, target: pa.DataType) -> list[int]:
+    """Indices of the elements of ``arr`` that do not cast safely to ``target``."""
+    out: list[int] = []
+    stack = [(0, len(arr))]
+    while stack:
+        lo, hi = stack.pop()
+        try:
+            pc.cast(arr.slice(lo, hi - lo), target, safe=True)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            if hi - lo == 1:
+                out.append(lo)
+                continue
+            mid = (lo + hi) // 2
+            stack.append((mid, hi))
+            stack.append((lo, mid))
+    return out
+
+
+def _convert_columns(columns: dict[str, pa.Array], n: int, schema: pa.Schema, first_row: int,
+                     bad: _BadRows) -> Batch | None:
+    """Cast source arrays (by schema name; missing = NULL) to ``schema``; rows 1-based from
+    ``first_row``.  Bad rows raise or, in skip mode, are rejected and dropped."""
+    arrays: list[pa.Array] = []
+    problems: dict[int, tuple[str, str]] = {}
+    for f in schema:
+        src = columns.get(f.name)
+        if src is None:
+            arrays.append(pa.nulls(n, f.type))
+            continue
+        if isinstance(src, pa.ChunkedArray):
+            src = src.combine_chunks()
+        if src.type == f.type:
+            arr = src
+        else:
+            try:
+                arr = pc.cast(src, f.type, safe=True)
+            except pa.ArrowNotImplementedError as exc:
+                raise IngestError(f"cannot convert {src.type} to {_type_name(f.type)}: {exc}",
+                                  file=bad.file, column=f.name) from None
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                positions = _bad_positions(src, f.type)
+                if not positions:
+                    raise
+                for i in positions:
+                    if i not in problems:
+                        problems[i] = (f.name, _value_reason(src[i].as_py(), f.type))
+                mask = np.ones(n, bool)
+                mask[positions] = False
+                # NULL where it failed; those rows are dropped below anyway
+                arr = pc.cast(pc.if_else(pa.array(mask), src, pa.nulls(n, src.type)), f.type,
+                              safe=True)
+        if not f.nullable and arr.null_count:
+            nulls = np.flatnonzero(~np.asarray(arr.is_valid().to_numpy(zero_copy_only=False)))
+            for i in nulls.tolist():
+                if i not in problems:
+                    problems[i] = (f.name, "NULL value in a non-nullable column")
+        arrays.append(arr)
+    rb = pa.RecordBatch.from_arrays(arrays, schema=schema)
+    if not problems:
+        return Batch(rb, first_row, None) if n else None
+    for i in sorted(problems):
+        col, reason = problems[i]
+        bad.bad(first_row + i, col, reason, None)
+    keep = np.ones(n, bool)
+    keep[list(problems)] = False
+    rb = rb.filter(pa.array(keep))
+    if not rb.num_rows:
+        return None
+    return _batch_with_lines(rb, np.flatnonzero(keep).astype(np.int64) + first_row)
+
+
+@contextlib.contextmanager
+def _uncompressed(path: str | Path):
+    """A local uncompressed path for random-access formats (temp copy if compressed)."""
+    comp = _compression(path)
+    if comp is None:
+        yield str(path)
+        return
+    opener = gzip.open if comp == "gzip" else bz2.open
+    fd, tmp = tempfile.mkstemp(prefix="qengine-ingest-", suffix=os.path.splitext(
+        _split_compression(path)[0])[1])
+    try:
+        with os.fdopen(fd, "wb") as out, opener(path, "rb") as src:
+            shutil.copyfileobj(src, out, 16 << 20)
+        yield tmp
+    except (OSError, EOFError) as exc:
+        raise IngestError(f"cannot decompress file: {exc}", file=str(path)) from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def _read_parquet(path, schema: pa.Schema, spec: InputSpec, bad: _BadRows) -> Iterator[Batch]:
+    import pyarrow.parquet as pq
+
+    with _uncompressed(path) as local:
+        try:
+            pf = pq.ParquetFile(local)
+        except (pa.ArrowException, OSError) as exc:
+            raise IngestError(f"not a readable Parquet file: {_clean_arrow_message(exc)}",
+                              file=bad.file) from None
+        names = pf.schema_arrow.names
+        matched = _match_names(names, schema, file=bad.file)
+        _check_missing(schema, matched, names, file=bad.file, line=None, self_describing=True)
+        wanted = [names[i] for i in matched.values()]
+        if not wanted and pf.metadata.num_rows:
+            # no column of the schema in the file: rows of NULLs (all schema columns nullable)
+            done = 0
+            total = pf.metadata.num_rows
+            while done < total:
+                n = min(spec.batch_rows, total - done)
+                b = _convert_columns({}, n, schema, done + 1, bad)
+                if b is not None:
+                    yield b
+                done += n
+            return
+        row = 1
+        try:
+            it = pf.iter_batches(batch_size=spec.batch_rows, columns=wanted, use_threads=True)
+            for rb in it:
+                cols = {s: rb.column(names[i]) for s, i in matched.items()}
+                b = _convert_columns(cols, rb.num_rows, schema, row, bad)
+                row += rb.num_rows
+                if b is not None:
+                    yield b
+        except (pa.ArrowException, OSError) as exc:
+            raise IngestError(f"cannot read Parquet data: {_clean_arrow_message(exc)}",
+                              file=bad.file, line=row) from None
+
+
+def _native(a: np.ndarray) -> np.ndarray:
+    if a.dtype.byteorder not in ("=", "|"):
+        a = a.astype(a.dtype.newbyteorder("="))
+    return a
+
+
+def _read_fits(path, schema: pa.Schema, spec: InputSpec, bad: _BadRows) -> Iterator[Batch]:
+    import warnings
+
+    from astropy.io import fits
+
+    with _uncompressed(path) as local, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            hdul = fits.open(local, memmap=True, mode="readonly")
+        except (OSError, ValueError) as exc:
+            raise IngestError(f"not a readable FITS file: {exc}", file=bad.file) from None
+        with hdul:
+            hdu = next((h for h in hdul if isinstance(h, (fits.BinTableHDU, fits.TableHDU))
+                        and not isinstance(h, fits.CompImageHDU)), None)
+            if hdu is None:
+                raise IngestError("no binary table extension in FITS file", file=bad.file)
+            cols = hdu.columns
+            names = list(cols.names)
+            matched = _match_names(names, schema, file=bad.file)
+            _check_missing(schema, matched, names, file=bad.file, line=None,
+                           self_describing=True)
+            nrows = int(hdu.header.get("NAXIS2", 0))
+            info = {}
+            for sname, i in matched.items():
+                col = cols[i]
+                fmt = col.format
+                code = getattr(fmt, "format", str(fmt)[-1:])
+                repeat = getattr(fmt, "repeat", 1) or 1
+                if code in ("P", "Q") or str(fmt).startswith(("P", "Q", "1P", "1Q")):
+                    raise IngestError(f"FITS column {col.name!r} is a variable-length array; "
+                                      "a scalar is expected", file=bad.file, column=sname)
+                if code not in ("A",) and repeat != 1:
+                    raise IngestError(f"FITS column {col.name!r} holds {repeat} values per row "
+                                      f"(TFORM {fmt}); a scalar is expected",
+                                      file=bad.file, column=sname)
+                if code in ("C", "M", "X"):
+                    raise IngestError(f"FITS column {col.name!r} has unsupported TFORM {fmt}",
+                                      file=bad.file, column=sname)
+                info[sname] = (i, code, col)
+            if nrows == 0:
+                return
+            data = hdu.data
+            raw_all = data.view(np.ndarray)
+            for start in range(0, nrows, spec.batch_rows):
+                stop = min(nrows, start + spec.batch_rows)
+                sl = data[start:stop]
+                raw = raw_all[start:stop]
+                arrays: dict[str, pa.Array] = {}
+                for sname, (i, code, col) in info.items():
+                    target = schema.field(sname).type
+                    vals = np.asarray(sl.field(i))
+                    mask = None
+                    if code == "L":
+                        rawv = np.asarray(raw[raw.dtype.names[i]])
+                        mask = rawv == 0
+                        vals = rawv == ord("T")
+                    elif code == "A":
+                        vals = vals.astype(str) if vals.dtype.kind == "S" else vals
+                    else:
+                        vals = _native(vals)
+                        if col.null is not None and code in ("B", "I", "J", "K"):
+                            # TNULL is compared with the stored (unscaled) value
+                            rawv = np.asarray(raw[raw.dtype.names[i]])
+                            mask = rawv == int(col.null)
+                        if vals.dtype.kind == "f" and (pa.types.is_integer(target)
+                                                       or pa.types.is_boolean(target)):
+                            nan = np.isnan(vals)
+                            mask = nan if mask is None else (mask | nan)
+                            if nan.any():
+                                vals = np.where(nan, 0, vals)
+                    if mask is not None and not mask.any():
+                        mask = None
+                    arrays[sname] = pa.array(vals, mask=mask)
+                b = _convert_columns(arrays, stop - start, schema, start + 1, bad)
+                if b is not None:
+                    yield b
+
+
+def _read_votable(path, schema: pa.Schema, spec: InputSpec, bad: _BadRows) -> Iterator[Batch]:
+    """VOTable: parsed whole into memory by astropy (it cannot stream), then batched."""
+    import warnings
+
+    from astropy.io.votable import parse
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            vot = parse(str(path), verify="ignore")
+            table = vot.get_first_table().to_table(use_names_over_ids=True)
+        except Exception as exc:  # noqa: BLE001 - astropy raises many kinds
+            raise IngestError(f"not a readable VOTable: {exc}", file=bad.file) from None
+    names = list(table.colnames)
+    matched = _match_names(names, schema, file=bad.file)
+    _check_missing(schema, matched, names, file=bad.file, line=None, self_describing=True)
+    arrays: dict[str, pa.Array] = {}
+    for sname, i in matched.items():
+        col = table.columns[i]
+        if col.ndim > 1 and col.dtype.kind != "U":
+            raise IngestError(f"VOTable field {col.name!r} holds arrays; a scalar is expected",
+                              file=bad.file, column=sname)
+        mask = np.asarray(col.mask) if hasattr(col, "mask") and col.mask is not None else None
+        vals = np.asarray(col.data.data if hasattr(col.data, "data") else col.data)
+        if vals.dtype.kind == "O":
+            arr = pa.array(vals.tolist(), mask=mask)
+        else:
+            vals = _native(vals)
+            if vals.dtype.kind == "S":
+                vals = vals.astype(str)
+            arr = pa.array(vals, mask=mask if mask is not None and mask.any() else None)
+        arrays[sname] = arr
+    n = len(table)
+    del table, vot
+    for start in range(0, n, spec.batch_rows):
+        stop = min(n, start + spec.batch_rows)
+        cols = {k: v.slice(start, stop - start) for k, v in arrays.items()}
+        b = _convert_columns(cols, stop - start, schema, start + 1, bad)
+        if b is not None:
+            yield b

@@ -1,0 +1,93 @@
+"""Bounded-memory spilling of placed rows, and the sorted files made from the spill.
+
+Placed batches (sorted by chunkId) are cut by stripe and appended to one Arrow IPC stream per
+stripe, so memory holds one input batch at a time whatever the input size. At the end, runs
+of consecutive chunks are read back (memory-mapped, zero-copy slices of the sorted pieces),
+sorted by (chunkId, subChunkId) and written as Parquet files of about ``rows_per_file`` rows.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from partitioner.place import CHUNK_COL, SUB_CHUNK_COL
+
+
+class StripeSpill:
+    """Per-stripe IPC spill files of batches sorted by chunkId."""
+
+    def __init__(self, directory: Path, schema: pa.Schema, num_stripes: int) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.schema = schema
+        self.per_stripe = 2 * num_stripes
+        self._writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
+        self._sinks: dict[int, pa.OSFile] = {}
+        self.rows = 0
+
+    def _path(self, stripe: int) -> Path:
+        return self.directory / f"stripe-{stripe:06d}.arrows"
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0:
+            return
+        cid = batch.column(CHUNK_COL).to_numpy()
+        stripes = cid // self.per_stripe
+        cuts = np.flatnonzero(np.r_[True, stripes[1:] != stripes[:-1], True])
+        for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
+            s = int(stripes[a])
+            w = self._writers.get(s)
+            if w is None:
+                sink = pa.OSFile(str(self._path(s)), "wb")
+                w = pa.ipc.new_stream(sink, self.schema)
+                self._sinks[s], self._writers[s] = sink, w
+            w.write_batch(batch.slice(a, b - a))
+        self.rows += batch.num_rows
+
+    def close(self) -> None:
+        for s, w in self._writers.items():
+            w.close()
+            self._sinks[s].close()
+        self._writers.clear()
+        self._sinks.clear()
+
+    def read_range(self, lo: int, hi: int) -> pa.Table:
+        """Rows with lo <= chunkId <= hi (unsorted across pieces)."""
+        pieces: list[pa.RecordBatch] = []
+        for s in range(lo // self.per_stripe, hi // self.per_stripe + 1):
+            path = self._path(s)
+            if not path.exists():
+                continue
+            with pa.memory_map(str(path)) as source:
+                reader = pa.ipc.open_stream(source)
+                for batch in reader:
+                    cid = batch.column(CHUNK_COL).to_numpy()
+                    a, b = np.searchsorted(cid, [lo, hi + 1])
+                    if b > a:
+                        pieces.append(batch.slice(int(a), int(b - a)))
+        if not pieces:
+            return self.schema.empty_table()
+        # Copy out of the memory map before it is closed.
+        return pa.Table.from_batches(pieces, schema=self.schema).combine_chunks()
+
+
+def sort_by_chunk(table: pa.Table) -> pa.Table:
+    return table.sort_by([(CHUNK_COL, "ascending"), (SUB_CHUNK_COL, "ascending")])
+
+
+def write_parquet(table: pa.Table, path: Path, row_group_rows: int,
+                  sorting: list[str] | None = None) -> int:
+    """Write ``table`` to ``path`` (zstd, statistics, sorting metadata); returns bytes written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sorting_columns = None
+    if sorting:
+        sorting_columns = [pq.SortingColumn(table.schema.get_field_index(c)) for c in sorting]
+    pq.write_table(
+        table, str(path), row_group_size=row_group_rows, compression="zstd",
+        write_statistics=True, sorting_columns=sorting_columns,
+    )
+    return os.path.getsize(path)
