@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-SUITES = {"chunker": "benchmarks.chunker_bench"}
+SUITES = {"chunker": "benchmarks.chunker_bench", "ingest": "benchmarks.ingest_bench"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,6 +19,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--points", type=int, default=10_000_000, help="points for the chunker suite (default 1e7)")
     p.add_argument("--loop-points", type=int, default=200_000,
                    help="points for the per-point sphgeom loop (its rate is measured on these)")
+    ing = p.add_argument_group("ingest suite")
+    ing.add_argument("--objects", type=int, default=10_000_000,
+                     help="Objects generated and ingested (default 1e7)")
+    src = ing.add_mutually_exclusive_group()
+    src.add_argument("--with-sources", dest="with_sources", action="store_true", default=True,
+                     help="also ingest the Object's Sources (default)")
+    src.add_argument("--no-sources", dest="with_sources", action="store_false", help="Objects only")
+    ing.add_argument("--source-objects", type=int, default=None, metavar="N",
+                     help="generate Sources (~12 per Object) for the first N Objects only (default: all)")
+    ing.add_argument("--no-hats", dest="hats", action="store_false", default=True,
+                     help="skip the hats-import comparison")
+    ing.add_argument("--hats-workers", type=int, default=2, help="dask worker processes for hats-import (default 2)")
+    ing.add_argument("--rows-per-pixel", type=int, default=1_000_000,
+                     help="hats-import pixel_threshold (default 1e6, like qengine's rows per file)")
+    ing.add_argument("--ingest-threads", type=int, default=2, help="qengine ingest --threads (default 2)")
+    ing.add_argument("--work-dir", type=Path, default=None,
+                     help="where the stores and temporary files go (default: the bench cache directory)")
+    ing.add_argument("--keep-output", action="store_true", help="keep the stores written")
+    ver = ing.add_mutually_exclusive_group()
+    ver.add_argument("--verify", dest="verify", action="store_true", default=None,
+                     help="run partitioner.verify on the qengine store (default: only up to 1M Objects)")
+    ver.add_argument("--no-verify", dest="verify", action="store_false")
     p.add_argument("--results", type=Path, default=RESULTS, help=f"results file (default {RESULTS})")
     p.add_argument("--no-write", action="store_true", help="print results only")
 

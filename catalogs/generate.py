@@ -27,12 +27,18 @@ What the data look like
 * Missing values: undetected bands and a few % of failed measurements get the column's
   sentinel when it has one, NULL when the column is nullable, and stay measured otherwise.
 * Children (multi-epoch detections, forced photometry): a heavy-tailed number of rows per
-  director (lognormal, clipped to [1, 300]; means in :data:`CHILD_MEAN`), near the director
-  (< 0.6 arcsec), time-ordered MJDs, bands cycling through the survey's filters, fluxes
-  scattered around the director's flux, with variable stars and QSOs. One-row-per-director
-  children (Photoz, dxsVariability) get exactly one row.
-* Match tables (e.g. SDSS Neighbors): all ordered pairs within 30 arcsec inside each batch.
-* Replicated tables (Filter, Multiframe, ...): written once, small.
+  director (lognormal, clipped to [1, 300]; means in :data:`CHILD_MEAN`: 12 detections and
+  18 forced measurements per object), near the director (detections jittered by their
+  astrometric error, < 0.6 arcsec; forced photometry exactly at the director's position),
+  bands cycling through the survey's filters, each row taken in a real visit of the survey's
+  schedule (MJD, visit, detector and ccdVisitId agree with the Visit / CcdVisit tables),
+  fluxes scattered around the director's flux by single-visit errors, with variable stars
+  (3 %) and QSOs. Children without band/time columns (Photoz, dxsVariability) get one row
+  per director.
+* Match tables (e.g. SDSS Neighbors): all ordered pairs within 30 arcsec inside each batch
+  (2 % of objects are placed as close pairs, so there are some), with the true distance.
+* Replicated tables, written once: a row per filter (Filter), per visit (Visit), per visit and
+  detector (CcdVisit), 2000 frames (Multiframe), else 64 rows.
 
 Output is deterministic for a given (catalogue, n_objects, seed, batch_size, footprint,
 edge_cases): every batch draws from its own ``numpy`` generator seeded by
@@ -55,6 +61,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from catalogs import sky
@@ -804,6 +811,8 @@ def _band_map(table: Table, survey: Survey) -> dict[str, tuple[int | None, str]]
 def _is_time(lb: str, col: Column) -> bool:
     ucd = (col.ucd or "").lower()
     unit = (col.unit or "").lower()
+    if "time.duration" in ucd or lb.endswith(("exptime", "darktime", "duration")):
+        return False
     return (col.datatype == "timestamp" or ucd.startswith("time.") or "mjd" in lb
             or lb.endswith("epoch") or "midpoint" in lb or lb in ("expmidpt", "obsstart", "date_obs", "dateobs")
             or (unit in ("d", "day", "yr", "a") and col.datatype in ("float", "double")
@@ -971,6 +980,11 @@ def _rule(col: Column, info: _TableInfo) -> Filler:
                                            sig * c.rng.standard_normal(c.n))
             return (dec if is_dec else ra), None
         return position
+
+    # -- observing conditions (Visit / CcdVisit / frame metadata) -----------------------------
+    obs = _observing_rule(ln, col, info)
+    if obs is not None:
+        return obs
 
     # -- photometry: fluxes and magnitudes ---------------------------------------------------
     flux_unit = lunit in _FLUX_UNITS or lunit in _GAIA_FLUX_UNITS
@@ -1419,6 +1433,31 @@ def _gaia_rule(ln: str, col: Column, info: _TableInfo) -> Filler | None:
     return None
 
 
+def _observing_rule(ln: str, col: Column, info: _TableInfo) -> Filler | None:
+    """Exposure metadata: zero points, airmass, seeing, sky level, detector sizes."""
+    s = info.survey
+    ucd = (col.ucd or "").lower()
+    if "zeropoint" in ln or "arith.zp" in ucd:
+        return lambda c: (AB_ZERO_POINT_NJY + 0.05 * c.rng.standard_normal(c.n), None)
+    if ln == "airmass":
+        return lambda c: (1.0 + c.rng.exponential(0.2, c.n), None)
+    if "zenith" in ln:
+        return lambda c: (np.degrees(np.arccos(1.0 / (1.0 + c.rng.exponential(0.2, c.n)))), None)
+    if ln == "altitude":
+        return lambda c: (90.0 - np.degrees(np.arccos(1.0 / (1.0 + c.rng.exponential(0.2, c.n)))), None)
+    if ln == "seeing" or ln.endswith("fwhm") and col.unit == "arcsec":
+        return lambda c: (s.seeing * np.exp(0.15 * c.rng.standard_normal(c.n)), None)
+    if ln == "psfsigma":
+        return lambda c: (s.seeing / 2.3548 / s.pixel_scale * np.exp(0.15 * c.rng.standard_normal(c.n)), None)
+    if ln.startswith("sky") and (col.unit or "").lower() in ("adu", "count", "ct"):
+        level = 30.0 if "noise" in ln else 900.0
+        return lambda c: (level * np.exp(0.2 * c.rng.standard_normal(c.n)), None)
+    if ln in ("xsize", "ysize", "naxis1", "naxis2"):
+        size = 4072 if ln in ("xsize", "naxis1") else 4000
+        return lambda c: (np.full(c.n, size), None)
+    return None
+
+
 def _pixel_xy(c: _Ctx, k: int) -> np.ndarray:
     key = ("pixel_xy",)
     if key not in c.cache:
@@ -1592,14 +1631,8 @@ def _int_rule(ln: str, lb: str, b: int | None, col: Column, info: _TableInfo) ->
         return ccdvisit
     if ln in ("filterid", "filter_id"):
         def filter_id(c: _Ctx):
-            bb = c.band(b)
-            idx = c.band_index(bb) if bb != c.ref or c.band_row is not None else c.ref
             ids = _filter_ids(c.survey)
-            if isinstance(idx, np.ndarray):
-                return ids[idx], None
-            if c.table.role == "replicated" and "filterid" in registry:
-                return c.uniform_pick(registry["filterid"]), None
-            return np.full(c.n, ids[idx]), None
+            return np.broadcast_to(ids[c.band_index(c.band(b))], (c.n,)), None
         return filter_id
     if lb == "mfid" or ln == "multiframeid":
         def multiframe(c: _Ctx):
@@ -1874,7 +1907,6 @@ def _to_arrow(col: Column, values, missing, n: int) -> tuple[pa.Array, object, n
             missing = None
     if isinstance(values, pa.Array):
         if missing is not None and (col.sentinel is not None or col.nullable):
-            import pyarrow.compute as pc
             fill = pa.scalar(str(col.sentinel) if col.sentinel is not None else None, pa.string())
             values = pc.if_else(pa.array(missing), fill, values)
         if values.type != typ:
@@ -2000,7 +2032,7 @@ def _slices(total: int, size: int) -> Iterator[tuple[int, int]]:
         yield start, min(start + size, total)
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Schedule:
     """The survey's visits: every multi-epoch row is observed in one of them.
 
@@ -2009,12 +2041,15 @@ class _Schedule:
     ForcedSource to them find their rows.
     """
 
-    visit: np.ndarray
-    mjd: np.ndarray
-    band: np.ndarray
-    per_band: list
-
-    n_detectors: int = 189
+    visit: np.ndarray          # visit ids, in time order
+    mjd: np.ndarray            # exposure mid-points
+    band: np.ndarray           # band index of each visit
+    n_bands: int
+    key: np.ndarray            # band * 1e6 + mjd, sorted (for pick)
+    order: np.ndarray          # visit index of each key
+    ra: np.ndarray             # pointing
+    dec: np.ndarray
+    n_detectors: int = 189     # a 14 x 14 grid less the corners, 0.23 deg apart
 
     @classmethod
     def make(cls, survey: Survey, n_visits: int, seed: int) -> "_Schedule":
@@ -2023,7 +2058,7 @@ class _Schedule:
         n_visits = max(n_visits, nb)
         lo, hi = survey.mjd_range
         mjd = np.sort(lo + (hi - lo) * rng.random(n_visits))
-        band = rng.permutation(np.arange(n_visits) % nb)
+        band = rng.permutation(np.arange(n_visits) % nb)       # every band has visits
         day = np.floor(mjd - 40587.0).astype(np.int64).astype("datetime64[D]")
         ymd = (day.astype("datetime64[Y]").astype(np.int64) + 1970) * 10000 \
             + (day.astype("datetime64[M]").astype(np.int64) % 12 + 1) * 100 \
@@ -2032,11 +2067,17 @@ class _Schedule:
         start = np.maximum.accumulate(np.where(first, np.arange(n_visits), 0))
         visit = ymd * 100000 + (np.arange(n_visits) - start) + 1
         order = np.lexsort((mjd, band))          # by band, then time
-        return cls(visit=visit, mjd=mjd, band=band, per_band=list(range(nb)),
-                   key=band[order] * 1e6 + mjd[order], order=order)
+        ra, dec = sky.uniform_sphere(rng, n_visits)
+        return cls(visit=visit, mjd=mjd, band=band, n_bands=nb,
+                   key=band[order] * 1e6 + mjd[order], order=order, ra=ra, dec=dec)
 
-    key: np.ndarray | None = None
-    order: np.ndarray | None = None
+    def detector_positions(self) -> tuple[np.ndarray, np.ndarray]:
+        """Centres of every (visit, detector), visit-major."""
+        nd = self.n_detectors
+        det = np.arange(nd) + 2 + 2 * (np.arange(nd) >= 10) + 2 * (np.arange(nd) >= 178)
+        east = np.tile((det % 14 - 6.5) * 0.23 * 3600.0, self.visit.size)
+        north = np.tile((det // 14 - 6.5) * 0.23 * 3600.0, self.visit.size)
+        return sky.offset_positions(np.repeat(self.ra, nd), np.repeat(self.dec, nd), east, north)
 
     def pick(self, band_row: np.ndarray, want_mjd: np.ndarray) -> np.ndarray:
         """Index of the visit in each row's band closest in time to ``want_mjd``."""
@@ -2120,6 +2161,10 @@ def _replicated(catalog: Catalog, table: Table, tindex: int, seed: int, survey: 
                 overrides[col.name] = lambda c: (np.tile(np.arange(1, 5), c.n // 4 + 1)[: c.n], None)
     plan = _Plan(info, overrides=overrides)
     dummy = _dummy_objects(survey, n, rng)
+    if kind == "visit":
+        dummy.ra, dummy.dec = schedule.ra, schedule.dec
+    elif kind == "ccdvisit":
+        dummy.ra, dummy.dec = schedule.detector_positions()
     ctx = _Ctx(table, survey, dummy, None, rng, ids=None, ra=dummy.ra, dec=dummy.dec,
                band_row=band_row, mjd_row=mjd, visit_row=visit, registry=registry)
     if det is not None:
@@ -2194,7 +2239,7 @@ def _children(objs: _Objects, plan: _Plan, survey: Survey, seed: int, tindex: in
             band_row = (objs.band_offset[parent] + kk) % nb
             want = lo + (kk + crng.random(m)) * (hi - lo) / counts[parent]
             schedule = info.registry.get("schedule")
-            if schedule is not None and len(schedule.per_band) == nb:
+            if schedule is not None and schedule.n_bands == nb:
                 v = schedule.pick(band_row, want)
                 mjd, visit = schedule.mjd[v], schedule.visit[v]
             else:
@@ -2452,7 +2497,7 @@ class _BackgroundWriter:
     spread over ``threads`` threads (Parquet encoding releases the GIL).
     """
 
-    def __init__(self, writers: dict[str, _PartWriter], threads: int = 2, depth: int = 4) -> None:
+    def __init__(self, writers: dict[str, _PartWriter], threads: int = 2, depth: int = 2) -> None:
         self.writers = writers
         self.error: BaseException | None = None
         self.queues = [queue.Queue(maxsize=depth) for _ in range(max(1, threads))]

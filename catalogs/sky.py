@@ -21,8 +21,9 @@ default and ``survey`` picks a realistic one per catalogue table.
 """
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -255,7 +256,6 @@ class Footprint:
     regions: tuple[Box | Cap, ...] = ()
     predicates: tuple[Predicate | None, ...] = ()
     description: str = ""
-    _area_fraction: list = field(default_factory=list, compare=False, repr=False)
 
     @property
     def is_allsky(self) -> bool:
@@ -277,22 +277,20 @@ class Footprint:
     def _preds(self) -> tuple:
         return tuple(self.predicates) + (None,) * (len(self.regions) - len(self.predicates))
 
-    @property
+    @functools.cached_property
     def area_fraction(self) -> float:
         """Fraction of the sky covered (predicates estimated once on a fixed sample)."""
         if self.is_allsky:
             return 1.0
-        if not self._area_fraction:
-            rng = np.random.default_rng(12345)
-            total = 0.0
-            for region, pred in zip(self.regions, self._preds()):
-                frac = 1.0
-                if pred is not None:
-                    ra, dec = region.sample(rng, 20000)
-                    frac = float(pred(ra, dec).mean())
-                total += region.area * frac
-            self._area_fraction.append(total / (4.0 * math.pi))
-        return self._area_fraction[0]
+        rng = np.random.default_rng(12345)
+        total = 0.0
+        for region, pred in zip(self.regions, self._preds()):
+            frac = 1.0
+            if pred is not None:
+                ra, dec = region.sample(rng, 20000)
+                frac = float(pred(ra, dec).mean())
+            total += region.area * frac
+        return total / (4.0 * math.pi)
 
     def sample_uniform(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         """n positions uniform inside the footprint."""

@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from partitioner import place
 from partitioner.progress import Progress
 from partitioner.readers import InputSpec, Reject, count_bytes, read_batches
-from partitioner.spill import StripeSpill, sort_by_chunk, write_parquet
+from partitioner.spill import StripeSpill, write_parquet
 from qengine.catalog import Partitioning, Table
 from qengine.chunker import Chunker
 from qengine.errors import IngestError, QEngineError
@@ -60,6 +60,7 @@ class IngestOptions:
     skip_bad_rows: int = 0          # >0: reject up to this many bad rows into a reject file
     threads: int = 2
     memory_limit: str = "1GB"       # for DuckDB's index sort and duplicate checks
+    run_memory_bytes: int = 256 << 20  # largest run of chunks sorted in memory at once (per thread)
     progress: bool | None = None    # None: a bar on a terminal, a summary line otherwise
     abort: bool = False             # do all the work, then roll back (a dry run)
 
@@ -372,6 +373,7 @@ def _run(root, database, table, paths, partitioning, spec, options, txn, staging
     if table.role == "child" and place_by_position is None:
         director_index = _load_director_index(root, database, table.director)
     file_names = [str(p) for p in paths]
+    acc = place.StatsAccumulator()
 
     for k, b in _batches_ahead(paths, schema, spec, reader_rejects):
         rejects.check()
@@ -390,11 +392,11 @@ def _run(root, database, table, paths, partitioning, spec, options, txn, staging
             line = int(b.line_numbers[i]) if b.line_numbers is not None else b.first_line + i
             rejects.add(Reject(file=file_names[k], line=line, column=column, reason=reason, text=None))
         data_spill.write(placed.data)
-        place.merge_stats(stats, place.chunk_stats(placed.data, table.ra_column, table.dec_column))
+        acc.add(placed.data, table.ra_column, table.dec_column)
         result.rows += placed.data.num_rows
         if placed.overlap is not None:
             over_spill.write(placed.overlap)
-            place.merge_stats(stats, place.chunk_stats(placed.overlap, None, None, overlap=True))
+            acc.add(placed.overlap, None, None, overlap=True)
             result.overlap_rows += placed.overlap.num_rows
         if table.role == "director":
             d = placed.data
@@ -409,6 +411,7 @@ def _run(root, database, table, paths, partitioning, spec, options, txn, staging
     data_spill.close()
     over_spill.close()
     progress.close(result.rows)
+    stats.update(acc.result())
 
     if table.role == "director" and n_index:
         _check_duplicate_ids(root, database, table, index_dir, manifest, file_names, options)
@@ -452,16 +455,19 @@ class _RollingWriter:
 def _write_chunk_files(data_spill: StripeSpill, over_spill: StripeSpill, stats: dict[int, ChunkStats],
                        out: Path, txn: int, options: IngestOptions) -> list[tuple[FileEntry, Path]]:
     counts = {c: s.rows + s.overlap_rows for c, s in stats.items()}
-    groups = place.group_chunks(counts, options.rows_per_file)
+    # Runs are sorted in memory: cap their size by bytes too, so wide tables stay within budget.
+    spilled = data_spill.rows + over_spill.rows
+    row_bytes = (data_spill.bytes + over_spill.bytes) / max(spilled, 1)
+    target = min(options.rows_per_file, max(10_000, int(options.run_memory_bytes / max(row_bytes, 1))))
+    groups = place.group_chunks(counts, target)
 
     def one(group: tuple[int, int]) -> list[tuple[FileEntry, Path]]:
         lo, hi = group
         made = []
         for kind, spill in (("data", data_spill), ("overlap", over_spill)):
-            t = spill.read_range(lo, hi)
+            t = spill.read_range_sorted(lo, hi)
             if t.num_rows == 0:
                 continue
-            t = sort_by_chunk(t)
             name = f"part-{lo}-{hi}-{txn}.parquet"
             path = out / kind / name
             nbytes = write_parquet(t, path, options.row_group_rows, [place.CHUNK_COL, place.SUB_CHUNK_COL])

@@ -111,28 +111,45 @@ def place_by_index(batch: pa.RecordBatch, fk_col: str, index_ids: np.ndarray,
     return Placed(_sorted(batch, cid, scid), None, bad, reasons)
 
 
-def chunk_stats(batch: pa.RecordBatch, ra_col: str | None, dec_col: str | None,
-                overlap: bool = False) -> dict[int, ChunkStats]:
-    """Per-chunk row counts and position bounds of a batch sorted by chunkId."""
-    if batch.num_rows == 0:
-        return {}
-    cid = batch.column(CHUNK_COL).to_numpy()
-    starts = np.flatnonzero(np.r_[True, cid[1:] != cid[:-1]])
-    counts = np.diff(np.r_[starts, cid.size])
-    out: dict[int, ChunkStats] = {}
-    bounds = None
-    if ra_col and dec_col:
-        ra, dec = _positions(batch, ra_col, dec_col)
-        if np.isfinite(ra).all() and np.isfinite(dec).all():
-            bounds = (np.minimum.reduceat(ra, starts), np.maximum.reduceat(ra, starts),
-                      np.minimum.reduceat(dec, starts), np.maximum.reduceat(dec, starts))
-    for k, (c, n) in enumerate(zip(cid[starts].tolist(), counts.tolist())):
-        s = ChunkStats(overlap_rows=n) if overlap else ChunkStats(rows=n)
-        if bounds is not None and not overlap:
-            s.ra_min, s.ra_max = float(bounds[0][k]), float(bounds[1][k])
-            s.dec_min, s.dec_max = float(bounds[2][k]), float(bounds[3][k])
-        out[c] = s
-    return out
+class StatsAccumulator:
+    """Per-chunk row counts and position bounds, accumulated column-wise over sorted batches."""
+
+    def __init__(self) -> None:
+        self._parts: list[tuple[np.ndarray, ...]] = []
+
+    def add(self, batch: pa.RecordBatch, ra_col: str | None, dec_col: str | None,
+            overlap: bool = False) -> None:
+        if batch.num_rows == 0:
+            return
+        cid = batch.column(CHUNK_COL).to_numpy()
+        starts = np.flatnonzero(np.r_[True, cid[1:] != cid[:-1]])
+        counts = np.diff(np.r_[starts, cid.size])
+        nan = np.full(starts.size, np.nan)
+        bounds = (nan, nan, nan, nan)
+        if ra_col and dec_col and not overlap:
+            ra, dec = _positions(batch, ra_col, dec_col)
+            # fmin/fmax ignore NaN (a child's own position may be missing)
+            bounds = (np.fmin.reduceat(ra, starts), np.fmax.reduceat(ra, starts),
+                      np.fmin.reduceat(dec, starts), np.fmax.reduceat(dec, starts))
+        zeros = np.zeros(starts.size, np.int64)
+        rows, over = (zeros, counts) if overlap else (counts, zeros)
+        self._parts.append((cid[starts].astype(np.int64), rows, over, *bounds))
+
+    def result(self) -> dict[int, ChunkStats]:
+        if not self._parts:
+            return {}
+        cols = [np.concatenate(c) for c in zip(*self._parts)]
+        order = np.argsort(cols[0], kind="stable")
+        cid, rows, over, ra0, ra1, de0, de1 = (c[order] for c in cols)
+        starts = np.flatnonzero(np.r_[True, cid[1:] != cid[:-1]])
+        agg = (np.add.reduceat(rows, starts), np.add.reduceat(over, starts),
+               np.fmin.reduceat(ra0, starts), np.fmax.reduceat(ra1, starts),
+               np.fmin.reduceat(de0, starts), np.fmax.reduceat(de1, starts))
+        out: dict[int, ChunkStats] = {}
+        for c, n, o, a, b, d0, d1 in zip(cid[starts].tolist(), *(x.tolist() for x in agg)):
+            nanless = [None if v != v else v for v in (a, b, d0, d1)]
+            out[c] = ChunkStats(n, o, *nanless)
+        return out
 
 
 def merge_stats(into: dict[int, ChunkStats], other: dict[int, ChunkStats]) -> None:

@@ -56,6 +56,8 @@ import re
 import shutil
 import tempfile
 import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -84,7 +86,7 @@ _EXTENSIONS = {
 _COMPRESSIONS = {".gz": "gzip", ".gzip": "gzip", ".bz2": "bz2"}
 
 _READ_SIZE = 4 << 20          # bytes read from the (decompressed) text stream at a time
-_MAX_CHUNK_BYTES = 64 << 20   # a text chunk never exceeds this (batches may then be smaller)
+_CHUNK_BYTES = int(os.environ.get("QENGINE_READER_CHUNK_BYTES", 8 << 20))  # text parsed per step
 _MAX_LINE_BYTES = 256 << 20   # longer lines are refused (probably not a line-oriented file)
 _PREFETCH = 2                 # text chunks read ahead by the background thread
 
@@ -388,13 +390,34 @@ class _NullInRequired(Exception):
         self.column = column
 
 
-@dataclass
 class _Chunk:
-    data: bytes             # whole lines, nulls substituted
-    first_line: int         # line number of the chunk's first line
-    starts: np.ndarray      # per line: start offset in data
-    ends: np.ndarray        # per line: end offset (exclusive, without the line break)
-    blank: np.ndarray | None  # per line: empty line (skipped); None = no blank lines
+    """Whole lines of the input (NULL tokens already substituted) and where they are."""
+
+    def __init__(self, buf: bytearray, size: int, first_line: int, nlines: int) -> None:
+        self.buf, self.size, self.first_line, self.nlines = buf, size, first_line, nlines
+        self._index: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None
+
+    def buffer(self) -> pa.Buffer:
+        return pa.py_buffer(self.buf)[: self.size] if self.size != len(self.buf) \
+            else pa.py_buffer(self.buf)
+
+    def index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(starts, ends, blank) per line; ends exclude the line break; blank None if none."""
+        if self._index is None:
+            a = np.frombuffer(self.buf, np.uint8, count=self.size)
+            nl = np.flatnonzero(a == 10)
+            ends = nl if (nl.size and int(nl[-1]) == self.size - 1) else np.append(nl, self.size)
+            starts = np.empty_like(ends)
+            if ends.size:
+                starts[0] = 0
+                starts[1:] = ends[:-1] + 1
+            lengths = ends - starts
+            blank = lengths == 0
+            ones = lengths == 1
+            if ones.any():
+                blank |= ones & (a[np.maximum(ends - 1, 0)] == 13)
+            self._index = (starts, ends, blank if blank.any() else None)
+        return self._index
 
 
 class _TextReader:
@@ -403,6 +426,7 @@ class _TextReader:
         self.path, self.file, self.schema, self.spec = path, str(path), schema, spec
         self.compression = _compression(path)
         self.bad = _BadRows(self.file, spec.skip_bad_rows, rejects)
+        self.workers = max(1, min(os.cpu_count() or 1, 8))
         first = self._first_line()
         name, _ = _split_compression(path)
         if spec.delimiter is not None:
@@ -480,18 +504,21 @@ class _TextReader:
         return pa.input_stream(str(self.path), compression=self.compression)
 
     def _first_line(self) -> str | None:
+        """The first line (for the header), and an estimate of the bytes per line."""
         try:
             with self._open() as s:
                 buf = b""
-                while b"\n" not in buf and len(buf) < _MAX_LINE_BYTES:
-                    data = s.read(1 << 16)
+                while len(buf) < (1 << 18) or (b"\n" not in buf and len(buf) < _MAX_LINE_BYTES):
+                    data = s.read(1 << 18)
                     if not data:
                         break
                     buf += data
         except (OSError, pa.ArrowException) as exc:
-            raise IngestError(f"cannot read file: {exc}", file=self.file) from None
+            raise IngestError(f"cannot read file: {_clean_arrow_message(exc)}",
+                              file=self.file) from None
         if buf.startswith(b"\xef\xbb\xbf"):
             buf = buf[3:]
+        self.bytes_per_line = max(1.0, len(buf) / max(1, buf.count(b"\n")))
         if not buf:
             return None
         line = buf.split(b"\n", 1)[0].rstrip(b"\r")
@@ -512,110 +539,121 @@ class _TextReader:
             null_values=self.null_values, strings_can_be_null=True,
             quoted_strings_can_be_null=False, check_utf8=True)
 
-    def _read_options(self, nbytes: int, max_line: int):
-        block = max(1 << 20, nbytes // (2 * (os.cpu_count() or 1)) + 1, 2 * max_line + 64)
-        return pa_csv.ReadOptions(column_names=self.internal, use_threads=True,
-                                  block_size=int(block))
+    def _read_options(self, nbytes: int):
+        # one block for the whole chunk (so any line fits), parsed by the calling thread
+        return pa_csv.ReadOptions(column_names=self.internal, use_threads=False,
+                                  block_size=int(nbytes + 1))
 
     # -- chunking (runs in the background thread) ---------------------------------------------
 
     def _chunks(self) -> Iterator[_Chunk]:
+        """Cut the (decompressed) input into chunks of whole lines, at most ``batch_rows``
+        lines and about ``_CHUNK_BYTES`` each (batches are assembled from several).  Runs in
+        the background thread.
+
+        Buffers are reused round-robin: parsed batches never refer to the input bytes, and at
+        most _PREFETCH + workers + 3 chunks are alive at once (being filled, queued, being
+        parsed, being finished), fewer than the ring holds."""
         max_lines = self.spec.batch_rows
-        buf = bytearray()
-        nls = np.empty(0, np.int64)
+        est = self.bytes_per_line
+        # alive at once: being filled, queued, parsed by the workers, being finished
+        ring: list[bytearray | None] = [None] * (_PREFETCH + self.workers + 4)
+        turn = 0
+        tail = b""
         line = 1
-        skip_header = self.header
-        first = True
-        eof = False
+        skip_header, first, eof = self.header, True, False
         with self._open() as stream:
             while not eof:
-                data = stream.read(_READ_SIZE)
-                if not data:
-                    eof = True
-                else:
-                    if first:
-                        first = False
-                        if data.startswith(b"\xef\xbb\xbf"):
-                            data = data[3:]
-                    new = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)
-                    if new.size:
-                        nls = np.concatenate([nls, new + len(buf)]) if nls.size else new + len(buf)
-                    buf += data
+                floor = min(1 << 16, _CHUNK_BYTES)
+                target = int(min(max(est * max_lines * 0.98, floor), _CHUNK_BYTES))
+                need = max(target, len(tail) + floor)
+                buf = ring[turn]
+                if buf is None or len(buf) < need or len(buf) > 2 * need + (1 << 20):
+                    buf = bytearray(need + need // 4)
+                    ring[turn] = buf
+                buf[: len(tail)] = tail
+                filled = len(tail)
+                with memoryview(buf) as mv:
+                    while filled < need:
+                        got = stream.readinto(mv[filled:need])
+                        if not got:
+                            eof = True
+                            break
+                        filled += got
+                if first:
+                    first = False
+                    if buf.startswith(b"\xef\xbb\xbf"):
+                        buf[: filled - 3] = buf[3:filled]
+                        filled -= 3
                 if skip_header:
-                    if nls.size:
-                        end = int(nls[0]) + 1
-                        del buf[:end]
-                        nls = nls[1:] - end
-                        line, skip_header = 2, False
-                    elif eof:
-                        return  # a header and nothing else
-                    else:
+                    end = buf.find(b"\n", 0, filled)
+                    if end < 0 and not eof:
+                        if filled > _MAX_LINE_BYTES:
+                            raise IngestError("header line too long", file=self.file, line=1)
+                        tail, est = bytes(buf[:filled]), est * 2
                         continue
-                while buf and (nls.size >= max_lines or len(buf) >= _MAX_CHUNK_BYTES or eof):
-                    if nls.size >= max_lines and int(nls[max_lines - 1]) < _MAX_CHUNK_BYTES:
-                        k = max_lines
-                        end = int(nls[k - 1]) + 1
-                    elif nls.size and len(buf) >= _MAX_CHUNK_BYTES:
-                        k = max(1, int(np.searchsorted(nls, _MAX_CHUNK_BYTES - 1, "left")))
-                        k = min(k, max_lines)
-                        end = int(nls[k - 1]) + 1
-                    elif eof:
-                        k = int(nls.size)
-                        end = len(buf)
-                    else:
-                        break  # a long line still being read
-                    with memoryview(buf) as mv, mv[:end] as part:
-                        data_chunk = bytes(part)
-                    del buf[:end]
-                    local = nls[:k]
-                    nls = nls[k:] - end
-                    chunk = self._make_chunk(data_chunk, local, line)
-                    line += len(chunk.starts)
-                    yield chunk
-                if not nls.size and len(buf) > _MAX_LINE_BYTES:
-                    raise IngestError(
-                        f"line longer than {_MAX_LINE_BYTES >> 20} MiB (no line break found; "
-                        f"is this a text file with \\n or \\r\\n line ends?)",
-                        file=self.file, line=line)
+                    if end < 0:
+                        return  # a header and nothing else
+                    tail = bytes(buf[end + 1: filled])
+                    line, skip_header = 2, False
+                    if not eof:
+                        continue
+                    buf[: len(tail)] = tail
+                    filled, tail = len(tail), b""
+                if eof:
+                    cut = filled
+                else:
+                    cut = buf.rfind(b"\n", 0, filled) + 1
+                    if cut == 0:  # no complete line yet
+                        if filled > _MAX_LINE_BYTES:
+                            raise IngestError(
+                                f"line longer than {_MAX_LINE_BYTES >> 20} MiB (no line break "
+                                "found; is this a text file with \\n or \\r\\n line ends?)",
+                                file=self.file, line=line)
+                        tail, est = bytes(buf[:filled]), est * 2
+                        continue
+                if cut == 0:
+                    break
+                nlines = buf.count(b"\n", 0, cut)
+                if buf[cut - 1] != 10:
+                    nlines += 1  # last line without a line break
+                if nlines > max_lines:  # longer lines than estimated: cut after max_lines
+                    a = np.frombuffer(buf, np.uint8, count=cut)
+                    cut = int(np.flatnonzero(a == 10)[max_lines - 1]) + 1
+                    del a
+                    nlines = max_lines
+                tail = bytes(buf[cut:filled])
+                eof = eof and not tail
+                if self.subst:
+                    self._substitute(buf, cut)
+                yield _Chunk(buf, cut, line, nlines)
+                turn = (turn + 1) % len(ring)
+                line += nlines
+                est = 0.5 * est + 0.5 * (cut / nlines)
 
-    def _make_chunk(self, data: bytes, nl: np.ndarray, first_line: int) -> _Chunk:
-        n = len(data)
-        if nl.size and int(nl[-1]) == n - 1:
-            ends = nl
-        else:
-            ends = np.append(nl, n)
-        starts = np.empty_like(ends)
-        starts[0] = 0
-        starts[1:] = ends[:-1] + 1
-        lengths = ends - starts
-        arr = np.frombuffer(data, np.uint8)
-        blank = lengths == 0
-        ones = lengths == 1
-        if ones.any():
-            blank |= ones & (arr[np.maximum(ends - 1, 0)] == 13)
-        if self.subst:
-            data = self._substitute(data)
-        return _Chunk(data, first_line, starts, ends, blank if blank.any() else None)
-
-    def _substitute(self, data: bytes) -> bytes:
-        d = self.delimiter.encode()
+    def _substitute(self, buf: bytearray, n: int) -> None:
+        """Overwrite whole-field NULL tokens (e.g. \\N) in buf[:n] with the sentinel."""
+        if buf.find(self.escape.encode(), 0, n) < 0:
+            return
+        a = np.frombuffer(buf, np.uint8, count=n)
+        d = ord(self.delimiter)
         for tok, sen in self.subst:
-            if tok not in data:
+            k = len(tok)
+            if n < k:
                 continue
-            for _ in range(2):  # twice: adjacent ",\N,\N," occurrences overlap
-                data = data.replace(d + tok + d, d + sen + d)
-            for a, b in ((b"\n", d), (d, b"\n"), (d, b"\r\n"), (b"\n", b"\n"),
-                         (b"\n", b"\r\n")):
-                data = data.replace(a + tok + b, a + sen + b)
-            for b in (d, b"\n", b"\r\n"):
-                if data.startswith(tok + b):
-                    data = sen + data[len(tok):]
-            for a in (d, b"\n"):
-                if data.endswith(a + tok):
-                    data = data[: -len(tok)] + sen
-            if data == tok:
-                data = sen
-        return data
+            idx = np.flatnonzero(a[: n - k + 1] == tok[0])
+            for j in range(1, k):
+                idx = idx[a[idx + j] == tok[j]]
+            if not idx.size:
+                continue
+            prev = a[np.maximum(idx - 1, 0)]
+            ok = (idx == 0) | (prev == d) | (prev == 10)
+            after = idx + k
+            nxt = a[np.minimum(after, n - 1)]
+            ok &= (after == n) | (nxt == d) | (nxt == 10) | (nxt == 13)
+            sel = idx[ok]
+            for j in range(k):
+                a[sel + j] = sen[j]
 
     def _unsubstitute(self, text: bytes) -> bytes:
         for tok, sen in self.subst:
@@ -624,12 +662,13 @@ class _TextReader:
 
     # -- parsing ------------------------------------------------------------------------------
 
-    def _parse(self, buf: pa.Buffer, nrows: int, max_line: int) -> pa.RecordBatch:
-        """Parse whole lines into a batch of the target schema; raises on any bad line."""
-        table = pa_csv.read_csv(pa.BufferReader(buf),
-                                read_options=self._read_options(buf.size, max_line),
+    def _parse(self, buf: pa.Buffer, nrows: int | None) -> pa.RecordBatch:
+        """Parse whole lines into a batch of the target schema; raises on any bad line
+        (and if ``nrows`` is given and the number of records differs).  Single-threaded:
+        chunks are parsed in parallel by the worker threads."""
+        table = pa_csv.read_csv(pa.BufferReader(buf), read_options=self._read_options(buf.size),
                                 parse_options=self.parse_opts, convert_options=self.convert_opts)
-        if table.num_rows != nrows:
+        if nrows is not None and table.num_rows != nrows:
             raise _RowCountMismatch(f"{table.num_rows} rows parsed from {nrows} lines")
         return self._finish(table)
 
@@ -650,7 +689,8 @@ class _TextReader:
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
     def _lines_text(self, chunk: _Chunk, i: int) -> bytes:
-        return chunk.data[int(chunk.starts[i]):int(chunk.ends[i])].rstrip(b"\r")
+        starts, ends, _ = chunk.index()
+        return bytes(chunk.buf[int(starts[i]):int(ends[i])]).rstrip(b"\r")
 
     def _diagnose(self, line: bytes, exc: BaseException) -> tuple[str | None, str]:
         """(column, reason) for one bad line (without its line break)."""
@@ -675,8 +715,13 @@ class _TextReader:
         except pa.ArrowException as e:
             return None, f"cannot parse line: {_clean_arrow_message(e)}"
         if captured:
-            return None, (f"expected {len(self.internal)} fields, found "
-                          f"{captured[0].actual_columns}")
+            want, got = len(self.internal), captured[0].actual_columns
+            if got < want:  # name the first field without a value
+                i = got
+                return (self.internal[i] if self.internal[i] in self.read_types
+                        else self.names[i]), f"expected {want} fields, found {got}"
+            return None, (f"expected {want} fields, found {got} (extra field(s) after column "
+                          f"{self.names[-1]!r})")
         if raw.num_rows != 1:
             return None, ("line contains a carriage return (CR) or a line break inside a value "
                           f"({raw.num_rows} records on one line)")
@@ -699,37 +744,37 @@ class _TextReader:
             return exc.column, "NULL value in a non-nullable column"
         return None, _clean_arrow_message(exc)
 
-    def _process(self, chunk: _Chunk) -> Batch | None:
-        nonblank = None if chunk.blank is None else np.flatnonzero(~chunk.blank)
-        nrows = len(chunk.starts) if nonblank is None else len(nonblank)
-        if nrows == 0:
+    def _process(self, chunk: _Chunk, parsed) -> Batch | None:
+        """The batch of a chunk from its parse result (a batch or the exception raised)."""
+        buf = chunk.buffer()
+        if isinstance(parsed, BaseException):
+            return self._salvage(chunk, buf)
+        rb = parsed
+        if rb.num_rows == chunk.nlines:
+            return Batch(rb, chunk.first_line, None) if rb.num_rows else None
+        _, _, blank = chunk.index()
+        if blank is None or rb.num_rows != int((~blank).sum()):
+            # records do not match lines (a CR or quoted line break inside a value)
+            return self._salvage(chunk, buf)
+        if not rb.num_rows:
             return None
-        lengths = chunk.ends - chunk.starts
-        max_line = int(lengths.max())
-        buf = pa.py_buffer(chunk.data)
-        try:
-            rb = self._parse(buf, nrows, max_line)
-        except (pa.ArrowException, _RowCountMismatch, _NullInRequired):
-            return self._salvage(chunk, buf, max_line)
-        if nonblank is None:
-            return Batch(rb, chunk.first_line, None)
-        return _batch_with_lines(rb, nonblank.astype(np.int64) + chunk.first_line)
+        return _batch_with_lines(rb, np.flatnonzero(~blank).astype(np.int64) + chunk.first_line)
 
-    def _salvage(self, chunk: _Chunk, buf: pa.Buffer, max_line: int) -> Batch | None:
+    def _salvage(self, chunk: _Chunk, buf: pa.Buffer) -> Batch | None:
         """Find the bad lines of a chunk by bisection with the same parser; report/drop them."""
-        blank = chunk.blank
+        starts, ends, blank = chunk.index()
         pieces: list[pa.RecordBatch] = []
         good_lines: list[np.ndarray] = []
-        stack = [(0, len(chunk.starts))]
+        stack = [(0, len(starts))]
         while stack:
             lo, hi = stack.pop()
             idx = np.arange(lo, hi) if blank is None else np.flatnonzero(~blank[lo:hi]) + lo
             if not idx.size:
                 continue
-            a, b = int(chunk.starts[lo]), int(chunk.ends[hi - 1])
+            a, b = int(starts[lo]), int(ends[hi - 1])
             part = buf.slice(a, min(b + 1, buf.size) - a)
             try:
-                rb = self._parse(part, idx.size, max_line)
+                rb = self._parse(part, idx.size)
             except (pa.ArrowException, _RowCountMismatch, _NullInRequired) as exc:
                 if idx.size == 1:
                     i = int(idx[0])
@@ -750,11 +795,79 @@ class _TextReader:
         rb = rb[0] if rb else pa.RecordBatch.from_pylist([], schema=self.schema)
         return _batch_with_lines(rb, np.concatenate(good_lines).astype(np.int64) + chunk.first_line)
 
+    def _try_parse(self, chunk: _Chunk):
+        try:
+            return self._parse(chunk.buffer(), None)
+        except (pa.ArrowException, _NullInRequired) as exc:
+            return exc
+
+    def _pieces(self) -> Iterator[Batch | None]:
+        """Chunks parsed in parallel (one chunk per worker thread), results in file order."""
+        workers = self.workers
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qengine-csv") as pool:
+            inflight: deque = deque()
+            try:
+                for chunk in _background(self._chunks, _PREFETCH):
+                    inflight.append((chunk, pool.submit(self._try_parse, chunk)))
+                    if len(inflight) > workers:
+                        c, fut = inflight.popleft()
+                        yield self._process(c, fut.result())
+                while inflight:
+                    c, fut = inflight.popleft()
+                    yield self._process(c, fut.result())
+            finally:
+                for _, fut in inflight:
+                    fut.cancel()
+
     def batches(self) -> Iterator[Batch]:
-        for chunk in _background(self._chunks, _PREFETCH):
-            batch = self._process(chunk)
-            if batch is not None and batch.data.num_rows:
-                yield batch
+        yield from _rebatch(self._pieces(), self.spec.batch_rows, self.schema)
+
+
+def _rebatch(pieces: Iterable[Batch | None], size: int, schema: pa.Schema) -> Iterator[Batch]:
+    """Batches of exactly ``size`` rows (the last one smaller) from pieces of any size."""
+    pending: list[Batch] = []
+    rows = 0
+
+    def take(n: int) -> Batch:
+        nonlocal rows
+        parts: list[Batch] = []
+        got = 0
+        while got < n:
+            p = pending[0]
+            k = p.data.num_rows
+            if got + k <= n:
+                parts.append(pending.pop(0))
+                got += k
+            else:
+                m = n - got
+                head = Batch(p.data.slice(0, m), p.first_line,
+                             None if p.line_numbers is None else p.line_numbers[:m])
+                rest_lines = None if p.line_numbers is None else p.line_numbers[m:]
+                rest_first = p.first_line + m if rest_lines is None else int(rest_lines[0])
+                pending[0] = Batch(p.data.slice(m), rest_first, rest_lines)
+                parts.append(head)
+                got = n
+        rows -= n
+        if len(parts) == 1:
+            return parts[0]
+        table = pa.Table.from_batches([p.data for p in parts], schema=schema).combine_chunks()
+        rbs = table.to_batches()
+        rb = rbs[0] if len(rbs) == 1 else pa.Table.from_batches(rbs).combine_chunks().to_batches()[0]
+        lines = np.concatenate([
+            p.line_numbers if p.line_numbers is not None
+            else np.arange(p.first_line, p.first_line + p.data.num_rows, dtype=np.int64)
+            for p in parts])
+        return _batch_with_lines(rb, lines)
+
+    for piece in pieces:
+        if piece is None or not piece.data.num_rows:
+            continue
+        pending.append(piece)
+        rows += piece.data.num_rows
+        while rows >= size:
+            yield take(size)
+    if rows:
+        yield take(rows)
 
 
 _END = object()
@@ -892,11 +1005,12 @@ def _uncompressed(path: str | Path):
     fd, tmp = tempfile.mkstemp(prefix="qengine-ingest-", suffix=os.path.splitext(
         _split_compression(path)[0])[1])
     try:
-        with os.fdopen(fd, "wb") as out, opener(path, "rb") as src:
-            shutil.copyfileobj(src, out, 16 << 20)
+        try:
+            with os.fdopen(fd, "wb") as out, opener(path, "rb") as src:
+                shutil.copyfileobj(src, out, 16 << 20)
+        except (OSError, EOFError) as exc:
+            raise IngestError(f"cannot decompress file: {exc}", file=str(path)) from None
         yield tmp
-    except (OSError, EOFError) as exc:
-        raise IngestError(f"cannot decompress file: {exc}", file=str(path)) from None
     finally:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -1046,8 +1160,8 @@ def _read_votable(path, schema: pa.Schema, spec: InputSpec, bad: _BadRows) -> It
         if col.ndim > 1 and col.dtype.kind != "U":
             raise IngestError(f"VOTable field {col.name!r} holds arrays; a scalar is expected",
                               file=bad.file, column=sname)
-        mask = np.asarray(col.mask) if hasattr(col, "mask") and col.mask is not None else None
-        vals = np.asarray(col.data.data if hasattr(col.data, "data") else col.data)
+        mask = np.ma.getmaskarray(col) if hasattr(col, "mask") else None
+        vals = np.asarray(np.ma.getdata(col))
         if vals.dtype.kind == "O":
             arr = pa.array(vals.tolist(), mask=mask)
         else:

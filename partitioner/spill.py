@@ -12,19 +12,25 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from partitioner.place import CHUNK_COL, SUB_CHUNK_COL
 
 
 class StripeSpill:
-    """Per-stripe IPC spill files of batches sorted by chunkId."""
+    """IPC spill files of batches sorted by chunkId, one per band of stripes.
 
-    def __init__(self, directory: Path, schema: pa.Schema, num_stripes: int) -> None:
+    Bands of several stripes (about 64 bands over the sky) keep the pieces written per input
+    batch large enough that per-piece overhead stays small.
+    """
+
+    def __init__(self, directory: Path, schema: pa.Schema, num_stripes: int, bands: int = 64) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.schema = schema
-        self.per_stripe = 2 * num_stripes
+        # chunk ids of one stripe lie in [s * 2 * num_stripes, (s + 1) * 2 * num_stripes)
+        self.per_stripe = 2 * num_stripes * max(1, -(-num_stripes // bands))
         self._writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
         self._sinks: dict[int, pa.OSFile] = {}
         self.rows = 0
@@ -55,28 +61,33 @@ class StripeSpill:
         self._writers.clear()
         self._sinks.clear()
 
-    def read_range(self, lo: int, hi: int) -> pa.Table:
-        """Rows with lo <= chunkId <= hi (unsorted across pieces)."""
+    @property
+    def bytes(self) -> int:
+        return sum(self._path(s).stat().st_size for s in self._sinks) if self._sinks else sum(
+            p.stat().st_size for p in self.directory.glob("stripe-*.arrows"))
+
+    def read_range_sorted(self, lo: int, hi: int) -> pa.Table:
+        """Rows with lo <= chunkId <= hi, sorted by (chunkId, subChunkId).
+
+        The pieces are zero-copy slices of the memory-mapped spill; the one copy made is the
+        sorted output, so memory stays near the size of the run being written.
+        """
         pieces: list[pa.RecordBatch] = []
         for s in range(lo // self.per_stripe, hi // self.per_stripe + 1):
             path = self._path(s)
             if not path.exists():
                 continue
-            with pa.memory_map(str(path)) as source:
-                reader = pa.ipc.open_stream(source)
-                for batch in reader:
-                    cid = batch.column(CHUNK_COL).to_numpy()
-                    a, b = np.searchsorted(cid, [lo, hi + 1])
-                    if b > a:
-                        pieces.append(batch.slice(int(a), int(b - a)))
+            reader = pa.ipc.open_stream(pa.memory_map(str(path)))
+            for batch in reader:
+                cid = batch.column(CHUNK_COL).to_numpy()
+                a, b = np.searchsorted(cid, [lo, hi + 1])
+                if b > a:
+                    pieces.append(batch.slice(int(a), int(b - a)))
         if not pieces:
             return self.schema.empty_table()
-        # Copy out of the memory map before it is closed.
-        return pa.Table.from_batches(pieces, schema=self.schema).combine_chunks()
-
-
-def sort_by_chunk(table: pa.Table) -> pa.Table:
-    return table.sort_by([(CHUNK_COL, "ascending"), (SUB_CHUNK_COL, "ascending")])
+        table = pa.Table.from_batches(pieces, schema=self.schema)
+        order = pc.sort_indices(table, sort_keys=[(CHUNK_COL, "ascending"), (SUB_CHUNK_COL, "ascending")])
+        return table.take(order)
 
 
 def write_parquet(table: pa.Table, path: Path, row_group_rows: int,
@@ -86,8 +97,11 @@ def write_parquet(table: pa.Table, path: Path, row_group_rows: int,
     sorting_columns = None
     if sorting:
         sorting_columns = [pq.SortingColumn(table.schema.get_field_index(c)) for c in sorting]
+    # Dictionary-encode strings only: trying it on high-cardinality numeric columns made
+    # writes 4x slower and files larger (measured on the LSST Object table).
+    dictionary = [f.name for f in table.schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
     pq.write_table(
-        table, str(path), row_group_size=row_group_rows, compression="zstd",
-        write_statistics=True, sorting_columns=sorting_columns,
+        table, str(path), row_group_size=row_group_rows, compression="zstd", compression_level=1,
+        use_dictionary=dictionary, write_statistics=True, sorting_columns=sorting_columns,
     )
     return os.path.getsize(path)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -74,6 +74,9 @@ class ChunkStats:
             setattr(self, attr, b if a is None else a if b is None else fn(a, b))
 
 
+_CHUNK_FIELDS = ("rows", "overlap_rows", "ra_min", "ra_max", "dec_min", "dec_max")
+
+
 @dataclass
 class Transaction:
     """One committed ingest."""
@@ -126,9 +129,20 @@ class TableManifest:
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_json(self) -> str:
-        d = asdict(self)
-        d["chunks"] = {str(k): v for k, v in sorted(d["chunks"].items())}
-        return json.dumps(d, indent=1, sort_keys=False)
+        # Per-chunk statistics are stored column-wise: tables have up to ~150k chunks, and one
+        # JSON object per chunk made the manifest slow to write and read.
+        ids = sorted(self.chunks)
+        cols = {name: [getattr(self.chunks[c], name) for c in ids] for name in _CHUNK_FIELDS}
+        d = {
+            "format": self.format, "database": self.database, "table": self.table, "role": self.role,
+            "chunker": self.chunker, "id_column": self.id_column, "ra_column": self.ra_column,
+            "dec_column": self.dec_column, "director": self.director, "foreign_key": self.foreign_key,
+            "columns": self.columns,
+            "transactions": [vars(t) for t in self.transactions],
+            "files": [vars(f) for f in self.files],
+            "chunks": {"chunkId": ids, **cols},
+        }
+        return json.dumps(d, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str, source: str = "<manifest>") -> "TableManifest":
@@ -136,14 +150,17 @@ class TableManifest:
             d = json.loads(text)
         except json.JSONDecodeError as exc:
             raise StoreError(f"{source}: not valid JSON: {exc}") from None
-        if d.get("format") != FORMAT:
-            raise StoreError(f"{source}: unknown manifest format {d.get('format')!r}, expected {FORMAT!r}")
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            fmt = d.get("format") if isinstance(d, dict) else None
+            raise StoreError(f"{source}: unknown manifest format {fmt!r}, expected {FORMAT!r}")
         try:
             d["files"] = [FileEntry(**f) for f in d.get("files", [])]
-            d["chunks"] = {int(k): ChunkStats(**v) for k, v in d.get("chunks", {}).items()}
+            ch = d.get("chunks", {})
+            cols = [ch[name] for name in _CHUNK_FIELDS]
+            d["chunks"] = {int(c): ChunkStats(*vals) for c, *vals in zip(ch["chunkId"], *cols)}
             d["transactions"] = [Transaction(**t) for t in d.get("transactions", [])]
             return cls(**d)
-        except TypeError as exc:
+        except (TypeError, KeyError) as exc:
             raise StoreError(f"{source}: malformed manifest: {exc}") from None
 
     def save(self, directory: Path) -> None:
