@@ -5,13 +5,14 @@ batch to the catalogue table's Arrow schema (columns matched by name, case-insen
 headerless text by position or by ``InputSpec.columns``).  Memory does not grow with the file:
 
 * **CSV/TSV** (Qserv/MySQL style: ``\\N`` for NULL, ``\\`` escapes, optional ``"`` quotes; plain,
-  ``.gz`` or ``.bz2``).  A background thread reads (and decompresses) the file and cuts it into
-  chunks of at most ``batch_rows`` lines (and at most 64 MiB) on line boundaries; each chunk is
-  parsed and converted straight to the target types by ``pyarrow.csv`` (multi-threaded, no
-  per-row Python).  Only when a chunk fails is it searched (bisection over its lines, using the
-  same parser) for the exact bad line(s), and each bad line is diagnosed field by field, giving
-  file, line (1-based, the header is line 1) and column.  With ``skip_bad_rows=N`` bad lines are
-  dropped and reported as ``Reject``s, up to N of them.
+  ``.gz`` or ``.bz2``).  A background thread reads (and decompresses) the file into reused
+  buffers and cuts it on line boundaries into chunks of about 8 MiB (never more than
+  ``batch_rows`` lines); a pool of worker threads (one per CPU) parses and converts chunks
+  straight to the target types with ``pyarrow.csv`` (no per-row Python), and the results are
+  joined in file order into batches.  Only when a chunk fails is it searched (bisection over its
+  lines, with the same parser) for the exact bad line(s), and each bad line is diagnosed field by
+  field, giving file, line (1-based, the header is line 1) and column.  With
+  ``skip_bad_rows=N`` bad lines are dropped and reported as ``Reject``s, up to N of them.
 
   Text conventions: a line is ended by ``\\n`` or ``\\r\\n``; blank lines are skipped (but counted
   for line numbers); a UTF-8 byte-order mark is ignored.  Values cannot contain line breaks
@@ -22,12 +23,18 @@ headerless text by position or by ``InputSpec.columns``).  Memory does not grow 
   NULL (``""`` is the empty string), an unquoted field equal to one of ``null_values`` is.
   Booleans are ``1/0/true/false/True/False/TRUE/FALSE``.  Numbers may have surrounding blanks;
   ``nan``, ``inf``, ``-inf`` are accepted for floating-point columns; integers are range-checked.
+  Batches hold exactly ``batch_rows`` rows (the last one fewer); ``Batch.line_numbers`` is given
+  whenever the rows are not on consecutive lines (blank lines, rejected rows).
 
 * **Parquet**: ``ParquetFile.iter_batches`` (one row group in memory at a time), safe casts.
-* **FITS** binary tables (first table HDU): memory-mapped, read in row slices; big-endian data
-  made native; ``TNULL`` (and, for an integer target column, NaN) become NULL; ``L`` columns
-  are booleans (a zero byte is NULL); ``TZERO`` unsigned conventions are honoured by astropy.
-  Floating-point NaN in a floating-point target stays NaN (FITS has no other float null).
+* **FITS** binary tables (the first BINTABLE HDU): astropy (memmap=True) reads the header and
+  column definitions only; rows are read with plain file reads in slices of ``batch_rows``
+  (a memory map of a 10 GiB file would leave every touched page resident).  Big-endian data
+  made native; ``TNULL`` (and, for an integer target column, NaN) become NULL; ``L`` columns are
+  booleans (a zero byte is NULL); ``TZERO``/``TSCAL`` applied (unsigned and signed-byte
+  conventions exactly); strings lose FITS's trailing blanks.  Floating-point NaN in a
+  floating-point target stays NaN (FITS has no other float null).  Vector, variable-length,
+  complex and bit columns are refused if the schema asks for them.
 * **VOTable** (first TABLE): astropy cannot stream VOTable, so the whole table is parsed into
   memory and then handed out in batches; masked cells (incl. float NaN, which VOTable defines as
   the null of floats) become NULL.  Use Parquet/FITS/CSV for large inputs.
@@ -85,7 +92,6 @@ _EXTENSIONS = {
 }
 _COMPRESSIONS = {".gz": "gzip", ".gzip": "gzip", ".bz2": "bz2"}
 
-_READ_SIZE = 4 << 20          # bytes read from the (decompressed) text stream at a time
 _CHUNK_BYTES = int(os.environ.get("QENGINE_READER_CHUNK_BYTES", 8 << 20))  # text parsed per step
 _MAX_LINE_BYTES = 256 << 20   # longer lines are refused (probably not a line-oriented file)
 _PREFETCH = 2                 # text chunks read ahead by the background thread
@@ -99,11 +105,14 @@ _PREFETCH = 2                 # text chunks read ahead by the background thread
 class InputSpec:
     """How to read one input file.  Every field has a sensible default."""
 
-    format: str | None = None      # "csv" | "tsv" | "parquet" | "fits" | "votable"; None = from the extension
+    # "csv" | "tsv" | "parquet" | "fits" | "votable"; None = from the file name's extension
+    format: str | None = None
     delimiter: str | None = None   # default "," for csv, "\t" for tsv (sniffed for .txt)
     header: bool | None = None     # None = detect: most first-line fields are column names
-    columns: tuple[str, ...] | None = None  # names of the fields in file order (Qserv's in.csv.field)
-    null_values: tuple[str, ...] = ("\\N", "NULL", "")   # Qserv writes \N
+    # names of the fields in file order, for headerless text (Qserv's in.csv.field);
+    # default: the schema's order.  Names not in the schema are fields to skip.
+    columns: tuple[str, ...] | None = None
+    null_values: tuple[str, ...] = ("\\N", "NULL", "")   # text only; Qserv writes \N
     quote_char: str | None = '"'
     escape_char: str | None = "\\"  # "\N" is still recognised as NULL
     skip_bad_rows: int = 0         # 0 = first bad row raises; N > 0 = up to N bad rows rejected
@@ -265,6 +274,17 @@ class _BadRows:
             self.rejects.append(Reject(self.file, line, column, reason, text))
 
 
+def _concat_batches(batches: list[pa.RecordBatch], schema: pa.Schema) -> pa.RecordBatch:
+    """One record batch from several (a copy; much faster than Table.combine_chunks)."""
+    if len(batches) == 1:
+        return batches[0]
+    if hasattr(pa, "concat_batches"):
+        return pa.concat_batches(batches)
+    return pa.RecordBatch.from_arrays(  # pragma: no cover - pyarrow < 19
+        [pa.concat_arrays([b.column(i) for b in batches]) for i in range(len(schema))],
+        schema=schema)
+
+
 def _batch_with_lines(rb: pa.RecordBatch, lines: np.ndarray) -> Batch:
     """A Batch whose rows come from ``lines``; line_numbers only if they are not consecutive."""
     first = int(lines[0])
@@ -283,6 +303,11 @@ def _validate_spec(spec: InputSpec, file: str) -> None:
         if ch is not None and (len(ch) != 1 or ch in "\r\n"):
             raise IngestError(f"{what} must be a single character other than a line break, "
                               f"not {ch!r}", file=file)
+    chars = [c for c in (spec.delimiter, spec.quote_char, spec.escape_char) if c is not None]
+    if spec.escape_char is not None and spec.escape_char == spec.quote_char:
+        chars.remove(spec.escape_char)  # "" doubling as the escape: allowed
+    if len(set(chars)) != len(chars):
+        raise IngestError("delimiter, quote_char and escape_char must differ", file=file)
     if spec.columns is not None and len({c.lower() for c in spec.columns}) != len(spec.columns):
         raise IngestError("InputSpec.columns has duplicate names", file=file)
 
@@ -513,8 +538,8 @@ class _TextReader:
                     if not data:
                         break
                     buf += data
-        except (OSError, pa.ArrowException) as exc:
-            raise IngestError(f"cannot read file: {_clean_arrow_message(exc)}",
+        except (OSError, EOFError, pa.ArrowException) as exc:
+            raise IngestError(f"cannot read or decompress the file: {_clean_arrow_message(exc)}",
                               file=self.file) from None
         if buf.startswith(b"\xef\xbb\xbf"):
             buf = buf[3:]
@@ -566,7 +591,7 @@ class _TextReader:
             while not eof:
                 floor = min(1 << 16, _CHUNK_BYTES)
                 target = int(min(max(est * max_lines * 0.98, floor), _CHUNK_BYTES))
-                need = max(target, len(tail) + floor)
+                need = max(target, len(tail) + max(floor, len(tail)))  # doubles on long lines
                 buf = ring[turn]
                 if buf is None or len(buf) < need or len(buf) > 2 * need + (1 << 20):
                     buf = bytearray(need + need // 4)
@@ -575,7 +600,12 @@ class _TextReader:
                 filled = len(tail)
                 with memoryview(buf) as mv:
                     while filled < need:
-                        got = stream.readinto(mv[filled:need])
+                        try:
+                            got = stream.readinto(mv[filled:need])
+                        except (OSError, EOFError, pa.ArrowException) as exc:
+                            raise IngestError(
+                                f"cannot read or decompress the file after line {line - 1}: "
+                                f"{_clean_arrow_message(exc)}", file=self.file) from None
                         if not got:
                             eof = True
                             break
@@ -614,7 +644,7 @@ class _TextReader:
                         continue
                 if cut == 0:
                     break
-                nlines = buf.count(b"\n", 0, cut)
+                nlines = int(np.count_nonzero(np.frombuffer(buf, np.uint8, count=cut) == 10))
                 if buf[cut - 1] != 10:
                     nlines += 1  # last line without a line break
                 if nlines > max_lines:  # longer lines than estimated: cut after max_lines
@@ -624,8 +654,6 @@ class _TextReader:
                     nlines = max_lines
                 tail = bytes(buf[cut:filled])
                 eof = eof and not tail
-                if self.subst:
-                    self._substitute(buf, cut)
                 yield _Chunk(buf, cut, line, nlines)
                 turn = (turn + 1) % len(ring)
                 line += nlines
@@ -791,11 +819,13 @@ class _TextReader:
             good_lines.append(idx)
         if not pieces:
             return None
-        rb = pa.Table.from_batches(pieces, schema=self.schema).combine_chunks().to_batches()
-        rb = rb[0] if rb else pa.RecordBatch.from_pylist([], schema=self.schema)
+        rb = _concat_batches(pieces, self.schema)
         return _batch_with_lines(rb, np.concatenate(good_lines).astype(np.int64) + chunk.first_line)
 
     def _try_parse(self, chunk: _Chunk):
+        """In a worker thread: substitute NULL tokens, then parse (or return the error)."""
+        if self.subst:
+            self._substitute(chunk.buf, chunk.size)
         try:
             return self._parse(chunk.buffer(), None)
         except (pa.ArrowException, _NullInRequired) as exc:
@@ -850,9 +880,7 @@ def _rebatch(pieces: Iterable[Batch | None], size: int, schema: pa.Schema) -> It
         rows -= n
         if len(parts) == 1:
             return parts[0]
-        table = pa.Table.from_batches([p.data for p in parts], schema=schema).combine_chunks()
-        rbs = table.to_batches()
-        rb = rbs[0] if len(rbs) == 1 else pa.Table.from_batches(rbs).combine_chunks().to_batches()[0]
+        rb = _concat_batches([p.data for p in parts], schema)
         lines = np.concatenate([
             p.line_numbers if p.line_numbers is not None
             else np.arange(p.first_line, p.first_line + p.data.num_rows, dtype=np.int64)
@@ -964,8 +992,14 @@ def _convert_columns(columns: dict[str, pa.Array], n: int, schema: pa.Schema, fi
                                   file=bad.file, column=f.name) from None
             except (pa.ArrowInvalid, pa.ArrowTypeError):
                 positions = _bad_positions(src, f.type)
-                if not positions:
-                    raise
+                if not positions:  # fails as a whole but not row by row: report the column
+                    try:
+                        pc.cast(src, f.type, safe=True)
+                    except pa.ArrowException as exc:
+                        raise IngestError(
+                            f"cannot convert {src.type} to {_type_name(f.type)}: "
+                            f"{_clean_arrow_message(exc)}", file=bad.file, line=first_row,
+                            column=f.name) from None
                 for i in positions:
                     if i not in problems:
                         problems[i] = (f.name, _value_reason(src[i].as_py(), f.type))
@@ -1060,7 +1094,24 @@ def _native(a: np.ndarray) -> np.ndarray:
     return a
 
 
+def _fits_scaled(raw: np.ndarray, code: str, scale, zero) -> np.ndarray:
+    """Apply TSCAL/TZERO to native raw values (FITS unsigned/signed-byte conventions exact)."""
+    scale = 1 if scale in (None, "") else scale
+    zero = 0 if zero in (None, "") else zero
+    if scale == 1 and zero == 0:
+        return raw
+    if scale == 1 and code in ("I", "J", "K") and zero == 2 ** (raw.dtype.itemsize * 8 - 1):
+        unsigned = np.dtype(f"u{raw.dtype.itemsize}")
+        return raw.view(unsigned) ^ unsigned.type(zero)
+    if scale == 1 and code == "B" and zero == -128:
+        return (raw ^ np.uint8(0x80)).view(np.int8)
+    return raw.astype(np.float64) * scale + zero
+
+
 def _read_fits(path, schema: pa.Schema, spec: InputSpec, bad: _BadRows) -> Iterator[Batch]:
+    """FITS binary table: astropy reads the header; rows are read with plain file reads in
+    slices of ``batch_rows`` (memory and RSS stay bounded, unlike a memory map of the whole
+    file, which keeps every touched page resident)."""
     import warnings
 
     from astropy.io import fits
@@ -1068,12 +1119,12 @@ def _read_fits(path, schema: pa.Schema, spec: InputSpec, bad: _BadRows) -> Itera
     with _uncompressed(path) as local, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            hdul = fits.open(local, memmap=True, mode="readonly")
-        except (OSError, ValueError) as exc:
+            hdul = fits.open(local, memmap=True, mode="readonly", lazy_load_hdus=True)
+            hdu = next((h for h in hdul if isinstance(h, fits.BinTableHDU)
+                        and not isinstance(h, fits.CompImageHDU)), None)
+        except (OSError, ValueError, TypeError) as exc:
             raise IngestError(f"not a readable FITS file: {exc}", file=bad.file) from None
         with hdul:
-            hdu = next((h for h in hdul if isinstance(h, (fits.BinTableHDU, fits.TableHDU))
-                        and not isinstance(h, fits.CompImageHDU)), None)
             if hdu is None:
                 raise IngestError("no binary table extension in FITS file", file=bad.file)
             cols = hdu.columns
@@ -1082,57 +1133,70 @@ def _read_fits(path, schema: pa.Schema, spec: InputSpec, bad: _BadRows) -> Itera
             _check_missing(schema, matched, names, file=bad.file, line=None,
                            self_describing=True)
             nrows = int(hdu.header.get("NAXIS2", 0))
+            rowlen = int(hdu.header.get("NAXIS1", 0))
+            offset = int(hdu.fileinfo()["datLoc"])
+            # on-disk record layout: FITS is big-endian
+            fields = []
+            for name, (dt, off) in zip(cols.dtype.names, [cols.dtype.fields[n][:2]
+                                                           for n in cols.dtype.names]):
+                base = dt.base
+                if base.kind in "iuf" and base.itemsize > 1:
+                    base = base.newbyteorder(">")
+                fields.append((name, np.dtype((base, dt.shape)) if dt.shape else base, off))
+            disk = np.dtype({"names": [f[0] for f in fields], "formats": [f[1] for f in fields],
+                             "offsets": [f[2] for f in fields], "itemsize": rowlen})
             info = {}
             for sname, i in matched.items():
                 col = cols[i]
                 fmt = col.format
-                code = getattr(fmt, "format", str(fmt)[-1:])
+                code = str(getattr(fmt, "format", str(fmt)[-1:]))
                 repeat = getattr(fmt, "repeat", 1) or 1
-                if code in ("P", "Q") or str(fmt).startswith(("P", "Q", "1P", "1Q")):
+                if code.startswith(("P", "Q")) or "P" in code or "Q" in code:
                     raise IngestError(f"FITS column {col.name!r} is a variable-length array; "
                                       "a scalar is expected", file=bad.file, column=sname)
-                if code not in ("A",) and repeat != 1:
-                    raise IngestError(f"FITS column {col.name!r} holds {repeat} values per row "
-                                      f"(TFORM {fmt}); a scalar is expected",
-                                      file=bad.file, column=sname)
                 if code in ("C", "M", "X"):
                     raise IngestError(f"FITS column {col.name!r} has unsupported TFORM {fmt}",
                                       file=bad.file, column=sname)
-                info[sname] = (i, code, col)
-            if nrows == 0:
-                return
-            data = hdu.data
-            raw_all = data.view(np.ndarray)
+                if code != "A" and repeat != 1:
+                    raise IngestError(f"FITS column {col.name!r} holds {repeat} values per row "
+                                      f"(TFORM {fmt}); a scalar is expected",
+                                      file=bad.file, column=sname)
+                info[sname] = (disk.names[i], code, col)
+        if nrows == 0:
+            return
+        with open(local, "rb") as f:
             for start in range(0, nrows, spec.batch_rows):
                 stop = min(nrows, start + spec.batch_rows)
-                sl = data[start:stop]
-                raw = raw_all[start:stop]
+                f.seek(offset + start * rowlen)
+                raw = np.fromfile(f, dtype=disk, count=stop - start)
+                if len(raw) != stop - start:
+                    raise IngestError(f"FITS file truncated: expected {nrows} rows",
+                                      file=bad.file, line=start + len(raw) + 1)
                 arrays: dict[str, pa.Array] = {}
-                for sname, (i, code, col) in info.items():
+                for sname, (field, code, col) in info.items():
                     target = schema.field(sname).type
-                    vals = np.asarray(sl.field(i))
+                    rawv = raw[field]
                     mask = None
                     if code == "L":
-                        rawv = np.asarray(raw[raw.dtype.names[i]])
                         mask = rawv == 0
-                        vals = rawv == ord("T")
+                        arr = pa.array(rawv == ord("T"), mask=mask if mask.any() else None)
                     elif code == "A":
-                        vals = vals.astype(str) if vals.dtype.kind == "S" else vals
+                        arr = pc.utf8_rtrim(pc.cast(pa.array(rawv, pa.binary()), pa.string()),
+                                            characters=" ")
                     else:
-                        vals = _native(vals)
+                        rawv = _native(rawv)
                         if col.null is not None and code in ("B", "I", "J", "K"):
-                            # TNULL is compared with the stored (unscaled) value
-                            rawv = np.asarray(raw[raw.dtype.names[i]])
-                            mask = rawv == int(col.null)
+                            mask = rawv == int(col.null)  # TNULL: the stored value
+                        vals = _fits_scaled(rawv, code, col.bscale, col.bzero)
                         if vals.dtype.kind == "f" and (pa.types.is_integer(target)
                                                        or pa.types.is_boolean(target)):
                             nan = np.isnan(vals)
-                            mask = nan if mask is None else (mask | nan)
                             if nan.any():
+                                mask = nan if mask is None else (mask | nan)
                                 vals = np.where(nan, 0, vals)
-                    if mask is not None and not mask.any():
-                        mask = None
-                    arrays[sname] = pa.array(vals, mask=mask)
+                        arr = pa.array(vals, mask=mask if mask is not None and mask.any()
+                                       else None)
+                    arrays[sname] = arr
                 b = _convert_columns(arrays, stop - start, schema, start + 1, bad)
                 if b is not None:
                     yield b
