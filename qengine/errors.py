@@ -46,3 +46,19 @@ class IngestError(QEngineError):
         col = f" column {column!r}:" if column else ""
         super().__init__(f"{where}:{col} {message}" if where else f"{col} {message}".strip())
         self.file, self.line, self.column, self.reason = file, line, column, message
+
+
+class QueryError(QEngineError):
+    """A query that cannot be run as written: unknown table/column, unsupported construct,
+    refused statement. ``position`` is (line, column), 1-based, when known."""
+
+    def __init__(self, message: str, *, line: int | None = None, column: int | None = None,
+                 token: str | None = None) -> None:
+        where = f"line {line}, column {column}: " if line is not None and column is not None else ""
+        near = f" (near {token!r})" if token else ""
+        super().__init__(f"{where}{message}{near}")
+        self.line, self.column, self.token, self.reason = line, column, token, message
+
+
+class QuerySyntaxError(QueryError):
+    """The query does not parse in its language (ADQL or Qserv's MySQL dialect)."""
