@@ -154,8 +154,8 @@ def measure(label: str, cmd: list[str], log_path: Path, env: dict | None = None)
 
 
 def _qengine_cmd(root: Path, table: str, files: list[str], threads: int) -> list[str]:
-    return [sys.executable, "-c", "import sys; from qengine.cli import main; sys.exit(main())",
-            "ingest", "--catalog", CATALOG, "--table", table, "--out", str(root), "--no-progress",
+    # `qengine ingest` without the rest of the CLI (its other subcommands import worker/czar code)
+    return [sys.executable, "-m", "benchmarks.ingest_bench", "qengine", "--catalog", CATALOG, "--table", table, "--out", str(root), "--no-progress",
             "--threads", str(threads), *files]
 
 
@@ -166,7 +166,19 @@ def _hats_cmd(out: Path, tmp: Path, table: str, files: list[str], workers: int,
             "--pixel-threshold", str(pixel_threshold), *files]
 
 
-# ------------------------------------------------------------------------------ the hats child
+# ------------------------------------------------------------------------------ the children
+def qengine_main(argv: list[str]) -> int:
+    """Child process: exactly ``qengine ingest ARGS`` (partitioner.cli), logging as the CLI does."""
+    import logging
+
+    from partitioner import cli
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    p = argparse.ArgumentParser(prog="qengine ingest")
+    cli.add_ingest_arguments(p)
+    return cli.run_ingest(p.parse_args(argv))
+
+
 def hats_main(argv: list[str]) -> int:
     """Child process: one hats-import catalogue import on a dask LocalCluster."""
     p = argparse.ArgumentParser(prog="ingest_bench hats")
@@ -386,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "hats":
         return hats_main(argv[1:])
+    if argv and argv[0] == "qengine":
+        return qengine_main(argv[1:])
     from benchmarks import runner
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.ingest_bench")

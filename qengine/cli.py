@@ -132,6 +132,19 @@ def _cmd_ingest(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cli.run_ingest)
 
 
+def _cmd_worker(sub: argparse._SubParsersAction) -> None:
+    from worker import server
+
+    p = sub.add_parser(
+        "worker",
+        help="serve a data root to the czar over gRPC (DuckDB over its Parquet chunks)",
+        description="Run a worker: answers the czar's chunk queries with DuckDB over the Parquet "
+        "files under --data, streaming Arrow results over gRPC.",
+    )
+    server.add_arguments(p)
+    p.set_defaults(func=server.run)
+
+
 def _cmd_catalog(sub: argparse._SubParsersAction) -> None:
     from partitioner import cli
 
@@ -149,6 +162,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _cmd_generate,
     _cmd_ingest,
     _cmd_catalog,
+    _cmd_worker,
     _cmd_catalogs,
     _cmd_chunk,
     _cmd_bench,

@@ -21,71 +21,10 @@ from hypothesis import given, settings, strategies as st
 from partitioner.ingest import IngestOptions, ingest
 from partitioner.readers import InputSpec
 from partitioner.verify import info, verify
-from qengine.catalog import Column, Partitioning, Table
 from qengine.chunker import Chunker
 from qengine.errors import IngestError
 from qengine.store import MANIFEST, load_manifest, table_dir
-
-PART = Partitioning(num_stripes=18, num_sub_stripes=10, overlap=0.5)
-DB = "testdb"
-
-OBJECT = Table(
-    name="Object", role="director", id_column="objectId", ra_column="ra", dec_column="decl",
-    columns=(
-        Column("objectId", "long", nullable=False), Column("ra", "double", unit="deg", nullable=False),
-        Column("decl", "double", unit="deg", nullable=False), Column("mag", "float", unit="mag"),
-        Column("name", "string"),
-    ),
-)
-SOURCE = Table(
-    name="Source", role="child", id_column="sourceId", director="Object", foreign_key="objectId",
-    ra_column="ra", dec_column="decl",
-    columns=(
-        Column("sourceId", "long", nullable=False), Column("objectId", "long", nullable=False),
-        Column("ra", "double"), Column("decl", "double"), Column("flux", "double"),
-    ),
-)
-FILTER = Table(name="Filter", role="replicated", columns=(Column("filterId", "int"), Column("name", "string")))
-
-
-def edge_positions(ch: Chunker, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Uniform points plus points at the poles, RA 0/360 and on/near chunk edges and corners."""
-    ra = list(rng.uniform(0, 360, n))
-    dec = list(np.degrees(np.arcsin(rng.uniform(-1, 1, n))))
-    ra += [0.0, 360.0 - 1e-12, 0.0, 180.0, 359.9999, 0.0001, 45.0, 90.0]
-    dec += [90.0, -90.0, -90.0, 90.0, 0.0, 0.0, 89.99, -89.99]
-    chunks = rng.choice(ch.all_chunks(), n // 2)
-    b = ch.chunk_bounds(chunks)
-    eps = rng.choice([0.0, 1e-9, -1e-9, 0.2, -0.2, 0.45, -0.45], chunks.size)
-    corner = rng.integers(0, 2, chunks.size).astype(bool)
-    ra += list(np.mod(np.where(corner, b.ra_min, b.ra_max) + eps, 360.0))
-    dec += list(np.clip(np.where(corner, b.dec_min, b.dec_max) + eps[::-1], -90, 90))
-    return np.array(ra), np.array(dec)
-
-
-def make_objects(n: int, seed: int = 1, first_id: int = 1) -> pa.Table:
-    rng = np.random.default_rng(seed)
-    ra, dec = edge_positions(Chunker(PART.num_stripes, PART.num_sub_stripes, PART.overlap), rng, n)
-    m = ra.size
-    return pa.table({
-        "objectId": pa.array(np.arange(first_id, first_id + m, dtype=np.int64)),
-        "ra": ra, "decl": dec,
-        "mag": pa.array(rng.uniform(15, 25, m).astype(np.float32)),
-        "name": pa.array([f"obj{i}" for i in range(m)]),
-    })
-
-
-def make_sources(objects: pa.Table, seed: int = 2) -> pa.Table:
-    rng = np.random.default_rng(seed)
-    per = rng.integers(1, 6, objects.num_rows)
-    oid = np.repeat(objects.column("objectId").to_numpy(), per)
-    ra = np.repeat(objects.column("ra").to_numpy(), per)
-    dec = np.repeat(objects.column("decl").to_numpy(), per)
-    return pa.table({
-        "sourceId": pa.array(np.arange(oid.size, dtype=np.int64) + 10**9),
-        "objectId": oid, "ra": ra, "decl": dec, "flux": rng.normal(1000, 50, oid.size),
-    })
-
+from tests.helpers import DB, FILTER, OBJECT, PART, SOURCE, make_objects, make_sources
 
 def _ingest(root, table, files, **opts):
     opts.setdefault("progress", False)
@@ -296,7 +235,7 @@ def test_abort_leaves_the_store_unchanged(tmp_path, objects_file):
 _KILL_SCRIPT = textwrap.dedent("""
     import sys
     sys.path.insert(0, {repo!r})
-    from tests.test_ingest import OBJECT, PART, DB
+    from tests.helpers import OBJECT, PART, DB
     from partitioner.ingest import ingest, IngestOptions
     ingest({root!r}, DB, OBJECT, [{path!r}], partitioning=PART,
            options=IngestOptions(progress=False, rows_per_file=500))

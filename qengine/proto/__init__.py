@@ -1,0 +1,1 @@
+"""gRPC protocol between the czar and the workers (generated modules committed)."""

@@ -1,0 +1,118 @@
+"""A thin client of the worker protocol, used by the czar, tests and benchmarks."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import grpc
+import pyarrow as pa
+
+from qengine.errors import QEngineError
+from qengine.proto import worker_pb2 as pb
+from qengine.proto import worker_pb2_grpc as pb_grpc
+
+SECRET_HEADER = "x-qengine-secret"
+
+
+class WorkerError(QEngineError):
+    """A worker refused or failed a call; ``code`` is the gRPC status name."""
+
+    def __init__(self, code: str, message: str, worker: str = "") -> None:
+        super().__init__(f"{worker + ': ' if worker else ''}{message}")
+        self.code = code
+        self.worker = worker
+
+
+@dataclass
+class ExecuteSummary:
+    rows: int = 0
+    chunks: int = 0
+    files: int = 0
+    seconds: float = 0.0
+    schema: pa.Schema | None = None
+
+
+def _to_ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+class WorkerClient:
+    """One channel to one worker."""
+
+    def __init__(self, address: str, secret: str | None = None, *, tls_ca: str | None = None) -> None:
+        self.address = address
+        opts = [("grpc.max_receive_message_length", 512 << 20), ("grpc.max_send_message_length", 512 << 20)]
+        if tls_ca:
+            creds = grpc.ssl_channel_credentials(Path(tls_ca).read_bytes())
+            self.channel = grpc.secure_channel(address, creds, options=opts)
+        else:
+            self.channel = grpc.insecure_channel(address, options=opts)
+        self.stub = pb_grpc.WorkerStub(self.channel)
+        self.metadata = ((SECRET_HEADER, secret),) if secret else ()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> "WorkerClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _error(self, exc: grpc.RpcError) -> WorkerError:
+        return WorkerError(exc.code().name, exc.details() or str(exc), self.address)
+
+    def execute(self, sql: str, *, query_id: str = "", chunk_ids: list[int] | None = None,
+                uploads: dict[str, pa.Table] | None = None, max_rows: int = 0, max_bytes: int = 0,
+                threads: int = 0, memory_limit: str = "", batch_rows: int = 0,
+                timeout_seconds: float = 0.0, lane: str = "", summary: ExecuteSummary | None = None,
+                deadline: float | None = None) -> Iterator[pa.RecordBatch]:
+        """Stream the result batches of one query (chunk_ids None: every chunk held)."""
+        req = pb.ChunkQuery(
+            query_id=query_id, sql=sql, all_chunks=chunk_ids is None, chunk_ids=chunk_ids or [],
+            uploads=[pb.UploadTable(name=n, arrow_ipc=_to_ipc(t)) for n, t in (uploads or {}).items()],
+            max_rows=max_rows, max_bytes=max_bytes, threads=threads, memory_limit=memory_limit,
+            batch_rows=batch_rows, timeout_seconds=timeout_seconds, lane=lane)
+        call = self.stub.Execute(req, metadata=self.metadata, timeout=deadline)
+        try:
+            for msg in call:
+                if msg.arrow_ipc:
+                    reader = pa.ipc.open_stream(pa.py_buffer(msg.arrow_ipc))
+                    if summary is not None:
+                        summary.schema = reader.schema
+                    for batch in reader:
+                        yield batch
+                if msg.last and summary is not None:
+                    summary.rows, summary.chunks = msg.rows_total, msg.chunks
+                    summary.files, summary.seconds = msg.files, msg.seconds
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+        finally:
+            call.cancel()
+
+    def query(self, sql: str, **kwargs) -> pa.Table:
+        summary = kwargs.pop("summary", None) or ExecuteSummary()
+        batches = list(self.execute(sql, summary=summary, **kwargs))
+        return pa.Table.from_batches(batches, schema=summary.schema)
+
+    def cancel(self, query_id: str) -> bool:
+        try:
+            return self.stub.Cancel(pb.CancelRequest(query_id=query_id), metadata=self.metadata, timeout=10).found
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+
+    def inventory(self) -> pb.InventoryReply:
+        try:
+            return self.stub.Inventory(pb.InventoryRequest(), metadata=self.metadata, timeout=30)
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+
+    def health(self, timeout: float = 5.0) -> pb.HealthReply:
+        try:
+            return self.stub.Health(pb.HealthRequest(), metadata=self.metadata, timeout=timeout)
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None

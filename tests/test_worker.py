@@ -1,0 +1,220 @@
+"""Real worker processes on loopback, called over gRPC: results equal DuckDB run directly on the
+same chunk files; cancel, secret, sandbox and bad input behave."""
+from __future__ import annotations
+
+import threading
+import time
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from qengine.store import load_manifest, table_dir
+from qengine.workerclient import ExecuteSummary, WorkerError
+from tests.helpers import DB, WorkerProcess, build_store
+from worker.sqlfuncs import register
+
+OBJ = "{{" + DB + ".Object}}"
+SRC = "{{" + DB + ".Source}}"
+FLT = "{{" + DB + ".Filter}}"
+NOTHING = "{{" + DB + ".Nothing}}"
+OBJ_OV = "{{" + DB + ".Object__overlap}}"
+OBJ_IX = "{{" + DB + ".Object__index}}"
+SRC_OV = "{{" + DB + ".Source__overlap}}"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("wstore") / "root"
+    tables = build_store(root, n_objects=3000)
+    return root, tables
+
+
+@pytest.fixture(scope="module")
+def worker(store):
+    root, _ = store
+    with WorkerProcess(root) as w:
+        yield w
+
+
+def _files(root, table, kind="data"):
+    d = table_dir(root, DB, table)
+    return [str(d / f.path) for f in load_manifest(d).files_of(kind)]
+
+
+def _direct(sql: str) -> pa.Table:
+    con = duckdb.connect()
+    register(con)
+    return con.sql(sql).to_arrow_table()
+
+
+def _rows(t: pa.Table) -> list[tuple]:
+    cols = [t.column(i).to_pylist() for i in range(t.num_columns)]
+    return sorted(zip(*cols), key=repr)
+
+
+def test_full_scan_aggregate_equals_direct_duckdb(store, worker):
+    root, tables = store
+    with worker.client() as c:
+        s = ExecuteSummary()
+        got = c.query(f'SELECT count(*) AS n, sum(mag) AS s, min(ra) AS lo, max(decl) AS hi FROM {OBJ}',
+                      summary=s)
+    files = ", ".join(f"'{f}'" for f in _files(root, "Object"))
+    want = _direct(f"SELECT count(*) AS n, sum(mag) AS s, min(ra) AS lo, max(decl) AS hi FROM read_parquet([{files}])")
+    assert got.to_pylist() == want.to_pylist()
+    assert got.column("n")[0].as_py() == tables["Object"].num_rows
+    assert s.rows == 1 and s.files == len(_files(root, "Object"))
+
+
+def test_chunk_subset_join_overlap_index_and_replicated(store, worker):
+    root, tables = store
+    m = load_manifest(table_dir(root, DB, "Object"))
+    chunks = m.chunk_ids()[::5][:12]
+    sql = (f'SELECT o.objectId, o.chunkId, count(s.sourceId) AS n, sum(s.flux) AS f '
+           f'FROM {OBJ} o JOIN {SRC} s ON o.objectId = s.objectId AND o.chunkId = s.chunkId '
+           f'GROUP BY o.objectId, o.chunkId')
+    with worker.client() as c:
+        got = c.query(sql, chunk_ids=chunks)
+        ov = c.query(f'SELECT objectId, chunkId FROM {OBJ_OV}', chunk_ids=chunks)
+        idx = c.query(f'SELECT count(*) AS n FROM {OBJ_IX}', chunk_ids=chunks)
+        flt = c.query(f'SELECT name FROM {FLT} ORDER BY filterId')
+    inlist = ",".join(map(str, chunks))
+    ofiles = ", ".join(f"'{f}'" for f in _files(root, "Object"))
+    sfiles = ", ".join(f"'{f}'" for f in _files(root, "Source"))
+    want = _direct(
+        f"SELECT o.objectId, o.chunkId, count(s.sourceId) AS n, sum(s.flux) AS f "
+        f"FROM read_parquet([{ofiles}]) o JOIN read_parquet([{sfiles}]) s ON o.objectId = s.objectId "
+        f"WHERE o.chunkId IN ({inlist}) GROUP BY o.objectId, o.chunkId")
+    assert got.num_rows > 0
+    assert _rows(got) == _rows(want)
+    vfiles = ", ".join(f"'{f}'" for f in _files(root, "Object", "overlap"))
+    want_ov = _direct(f"SELECT objectId, chunkId FROM read_parquet([{vfiles}]) WHERE chunkId IN ({inlist})")
+    assert _rows(ov) == _rows(want_ov)
+    assert idx.column("n")[0].as_py() == tables["Object"].num_rows
+    assert flt.column("name").to_pylist() == ["u", "g", "r"]
+
+
+def test_scisql_functions_and_uploads(store, worker):
+    root, tables = store
+    up = pa.table({"ra": [10.0, 200.0], "decl": [-5.0, 60.0], "tag": ["a", "b"]})
+    sql = (f'SELECT u.tag, count(*) AS n FROM {{{{TAP_UPLOAD.mine}}}} u JOIN {OBJ} o '
+           f'ON scisql_angSep(u.ra, u.decl, o.ra, o.decl) < 20 GROUP BY u.tag')
+    with worker.client() as c:
+        got = c.query(sql, uploads={"mine": up})
+    files = ", ".join(f"'{f}'" for f in _files(root, "Object"))
+    con = duckdb.connect()
+    register(con)
+    con.register("mine", up)
+    want = con.sql(f"SELECT u.tag, count(*) AS n FROM mine u JOIN read_parquet([{files}]) o "
+                   f"ON scisql_angSep(u.ra, u.decl, o.ra, o.decl) < 20 GROUP BY u.tag").to_arrow_table()
+    assert _rows(got) == _rows(want)
+
+
+def test_zero_rows_keep_the_schema(worker):
+    with worker.client() as c:
+        t = c.query(f'SELECT objectId, mag FROM {OBJ} WHERE mag > 1e9')
+    assert t.num_rows == 0 and t.schema.names == ["objectId", "mag"]
+
+
+def test_streaming_in_bounded_batches(store, worker):
+    _, tables = store
+    with worker.client() as c:
+        batches = list(c.execute(f'SELECT * FROM {SRC}', batch_rows=1000))
+    assert sum(b.num_rows for b in batches) == tables["Source"].num_rows
+    assert max(b.num_rows for b in batches) <= 2048 and len(batches) > 2
+
+
+def test_cancel_stops_a_long_query_within_a_second(worker):
+    errors: list[Exception] = []
+
+    def run():
+        with worker.client() as c:
+            try:
+                c.query("SELECT sum(x * x) FROM range(100000000000) t(x)", query_id="long-1")
+            except WorkerError as exc:
+                errors.append(exc)
+
+    t = threading.Thread(target=run)
+    t.start()
+    time.sleep(0.8)
+    with worker.client() as c:
+        t0 = time.monotonic()
+        assert c.cancel("long-1") is True
+    t.join(timeout=5)
+    elapsed = time.monotonic() - t0
+    assert not t.is_alive() and elapsed < 1.0, elapsed
+    assert errors and errors[0].code == "CANCELLED"
+    with worker.client() as c:
+        assert c.cancel("no-such-query") is False
+        assert c.health().status == "ok" and c.health().running == 0
+
+
+def test_timeout_is_enforced(worker):
+    with worker.client() as c, pytest.raises(WorkerError) as err:
+        c.query("SELECT sum(x * x) FROM range(100000000000) t(x)", timeout_seconds=0.3)
+    assert err.value.code == "DEADLINE_EXCEEDED"
+
+
+def test_calls_without_the_secret_are_refused(worker):
+    for secret in (None, "wrong"):
+        with worker.client(secret=secret) as c:
+            with pytest.raises(WorkerError) as err:
+                c.query("SELECT 1")
+            assert err.value.code == "UNAUTHENTICATED"
+            with pytest.raises(WorkerError):
+                c.health()
+
+
+@pytest.mark.parametrize("sql,code", [
+    ("SELECT * FROM read_csv('/etc/passwd')", "PERMISSION_DENIED"),
+    ("SELECT * FROM read_text('/etc/hostname')", "PERMISSION_DENIED"),
+    ("SELECT * FROM glob('/etc/*')", "PERMISSION_DENIED"),
+    ("COPY (SELECT 1) TO 'x.csv'", "PERMISSION_DENIED"),
+    ("INSTALL httpfs", "PERMISSION_DENIED"),
+    ("ATTACH '/tmp/x.db' AS x", "PERMISSION_DENIED"),
+    ("SET enable_external_access = true", "PERMISSION_DENIED"),
+    ("CREATE TABLE t AS SELECT 1", "PERMISSION_DENIED"),
+    ("SELECT 1; SELECT 2", "INVALID_ARGUMENT"),
+])
+def test_sandbox_refuses_file_access_writes_and_settings(worker, sql, code):
+    with worker.client() as c, pytest.raises(WorkerError) as err:
+        c.query(sql)
+    assert err.value.code == code, str(err.value)
+
+
+def test_sandbox_refuses_files_outside_the_root_even_by_traversal(store, worker):
+    root, _ = store
+    with worker.client() as c, pytest.raises(WorkerError) as err:
+        c.query(f"SELECT * FROM read_parquet('{root}/../root-Object.parquet')")
+    assert err.value.code == "PERMISSION_DENIED"
+
+
+@pytest.mark.parametrize("sql,kwargs,code,text", [
+    (f'SELECT nope FROM {OBJ}', {}, "INVALID_ARGUMENT", "nope"),
+    (f'SELECT * FROM {NOTHING}', {}, "NOT_FOUND", "Nothing"),
+    (f'SELECT * FROM {SRC_OV}', {}, "NOT_FOUND", "child"),
+    ("SELECT * FROM nothing_here", {}, "INVALID_ARGUMENT", "nothing_here"),
+    ("SELEC 1", {}, "INVALID_ARGUMENT", "syntax"),
+    (f'SELECT * FROM {OBJ}', {"chunk_ids": [999999]}, "NOT_FOUND", "999999"),
+    (f'SELECT * FROM {SRC}', {"max_rows": 10}, "RESOURCE_EXHAUSTED", "10 rows"),
+    ("", {}, "INVALID_ARGUMENT", "empty"),
+])
+def test_bad_input_gives_a_clear_status_and_the_worker_survives(worker, sql, kwargs, code, text):
+    with worker.client() as c:
+        with pytest.raises(WorkerError) as err:
+            c.query(sql, **kwargs)
+        assert err.value.code == code and text.lower() in str(err.value).lower()
+        assert c.health().status == "ok"
+
+
+def test_inventory_matches_the_manifests(store, worker):
+    root, tables = store
+    with worker.client() as c:
+        inv = {(t.database, t.table): t for t in c.inventory().tables}
+    assert set(inv) == {(DB, "Object"), (DB, "Source"), (DB, "Filter")}
+    m = load_manifest(table_dir(root, DB, "Object"))
+    assert list(inv[(DB, "Object")].chunk_ids) == m.chunk_ids()
+    assert inv[(DB, "Object")].rows == tables["Object"].num_rows
+    assert inv[(DB, "Filter")].role == "replicated" and inv[(DB, "Filter")].rows == 3
+    assert int(np.sum(inv[(DB, "Source")].chunk_rows)) == tables["Source"].num_rows

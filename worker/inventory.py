@@ -1,0 +1,192 @@
+"""What a worker holds: the tables of its data root, their files and chunks, and the DuckDB
+views that bind logical table names to the files a query needs."""
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from qengine.catalog import Column
+from qengine.store import FileEntry, TableManifest, list_tables, load_manifest, table_dir
+
+log = logging.getLogger(__name__)
+
+OVERLAP_SUFFIX = "__overlap"
+INDEX_SUFFIX = "__index"
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _sql_str(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+@dataclass
+class HeldTable:
+    """One table as held by this worker: its manifest and the files present on disk."""
+
+    manifest: TableManifest
+    directory: Path
+    files: dict[str, list[FileEntry]] = field(default_factory=dict)  # kind -> held files
+    chunks: list[int] = field(default_factory=list)                 # sorted chunk ids held
+
+    @property
+    def database(self) -> str:
+        return self.manifest.database
+
+    @property
+    def name(self) -> str:
+        return self.manifest.table
+
+    def schema(self) -> pa.Schema:
+        cols = [Column(c["name"], c["datatype"]) for c in self.manifest.columns]
+        fields = [pa.field(c.name, c.arrow_type()) for c in cols]
+        if self.manifest.role != "replicated":
+            fields += [pa.field("chunkId", pa.int32()), pa.field("subChunkId", pa.int32())]
+        return pa.schema(fields)
+
+    def files_for(self, kind: str, chunks: list[int] | None) -> list[FileEntry]:
+        """Held files of ``kind`` whose chunk range meets ``chunks`` (sorted; None: all)."""
+        files = self.files.get(kind, [])
+        if chunks is None or kind in ("index", "replicated"):
+            return files
+        out = []
+        for f in files:
+            i = bisect.bisect_left(chunks, f.first_chunk)
+            if i < len(chunks) and chunks[i] <= f.last_chunk:
+                out.append(f)
+        return out
+
+
+def _covered(chunk_ids: list[int], ranges: list[tuple[int, int]]) -> list[int]:
+    """The chunk ids lying in any of the (possibly overlapping) closed ranges."""
+    merged: list[list[int]] = []
+    for a, b in sorted(ranges):
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    starts = [a for a, _ in merged]
+    out = []
+    for c in chunk_ids:
+        i = bisect.bisect_right(starts, c) - 1
+        if i >= 0 and c <= merged[i][1]:
+            out.append(c)
+    return out
+
+
+class Inventory:
+    """The tables under a worker's data root, reloaded when their manifests change."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root).resolve()
+        self._lock = threading.Lock()
+        self._tables: dict[tuple[str, str], HeldTable] = {}
+        self._stamps: dict[tuple[str, str], float] = {}
+        self.refresh()
+
+    def refresh(self) -> None:
+        with self._lock:
+            seen = set()
+            for db, name in list_tables(self.root):
+                key = (db, name)
+                seen.add(key)
+                d = table_dir(self.root, db, name)
+                stamp = (d / "_table.json").stat().st_mtime_ns
+                if self._stamps.get(key) == stamp:
+                    continue
+                m = load_manifest(d)
+                held = HeldTable(m, d)
+                for f in m.files:
+                    if (d / f.path).exists():
+                        held.files.setdefault(f.kind, []).append(f)
+                if m.role != "replicated":
+                    held.chunks = _covered(m.chunk_ids(), [(f.first_chunk, f.last_chunk)
+                                                            for f in held.files.get("data", [])])
+                self._tables[key], self._stamps[key] = held, stamp
+            for key in set(self._tables) - seen:
+                del self._tables[key], self._stamps[key]
+
+    def tables(self) -> list[HeldTable]:
+        with self._lock:
+            return list(self._tables.values())
+
+    def held_chunks(self) -> set[int]:
+        return {c for t in self.tables() for c in t.chunks}
+
+
+PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][\w$]*)\s*\.\s*([A-Za-z_][\w$]*)\s*\}\}")
+
+
+@dataclass
+class Binding:
+    """The query's SQL with table placeholders replaced, and what it covers."""
+
+    sql: str
+    files: int
+    registrations: dict[str, pa.Table]
+
+
+def bind_sql(inventory: Inventory, sql: str, chunks: list[int] | None,
+             uploads: dict[str, pa.Table] | None = None, prefix: str = "q") -> Binding:
+    """Replace ``{{db.table}}`` placeholders with the files this query needs.
+
+    ``{{db.T}}`` is T's rows in ``chunks`` (every held chunk when None), ``{{db.T__overlap}}``
+    the overlap rows serving those chunks, ``{{db.T__index}}`` the director index,
+    ``{{TAP_UPLOAD.name}}`` an uploaded table. The czar writes the placeholders; the worker
+    substitutes them and never parses the SQL itself.
+    """
+    tables = {(t.database.lower(), t.name.lower()): t for t in inventory.tables()}
+    uploads = {k.lower(): (k, v) for k, v in (uploads or {}).items()}
+    regs: dict[str, pa.Table] = {}
+    n_files = 0
+    chunk_filter = None
+    if chunks is not None:
+        chunk_filter = "(" + ",".join(str(c) for c in chunks) + ")" if chunks else "(NULL)"
+
+    def register(table: pa.Table) -> str:
+        name = f"__{prefix}_{len(regs)}"
+        regs[name] = table
+        return _quote(name)
+
+    def substitute(match: re.Match) -> str:
+        nonlocal n_files
+        db, name = match.group(1), match.group(2)
+        if db.lower() == "tap_upload":
+            if name.lower() not in uploads:
+                raise KeyError(f"no uploaded table named {name!r}")
+            return register(uploads[name.lower()][1])
+        kind = "data"
+        base = name
+        for suffix, k in ((OVERLAP_SUFFIX, "overlap"), (INDEX_SUFFIX, "index")):
+            if name.lower().endswith(suffix):
+                base, kind = name[: -len(suffix)], k
+        t = tables.get((db.lower(), base.lower()))
+        if t is None:
+            raise KeyError(f"table {db}.{base} is not held by this worker")
+        if t.manifest.role == "replicated":
+            kind = "replicated"
+        elif kind != "data" and t.manifest.role != "director":
+            raise KeyError(f"table {db}.{base} is a {t.manifest.role} table: it has no {kind}")
+        files = t.files_for(kind, chunks)
+        if not files:
+            schema = t.schema() if kind != "index" else pa.schema(
+                [("id", pa.int64()), ("chunkId", pa.int32()), ("subChunkId", pa.int32())])
+            return register(schema.empty_table())
+        n_files += len(files)
+        paths = ", ".join(_sql_str(str(t.directory / f.path)) for f in files)
+        scan = f"read_parquet([{paths}])"
+        if chunk_filter is not None and kind in ("data", "overlap"):
+            return f"(SELECT * FROM {scan} WHERE chunkId IN {chunk_filter})"
+        return scan
+
+    text = PLACEHOLDER.sub(substitute, sql)
+    return Binding(text, n_files, regs)
