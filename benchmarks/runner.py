@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-SUITES = {"chunker": "benchmarks.chunker_bench", "ingest": "benchmarks.ingest_bench"}
+SUITES = {"chunker": "benchmarks.chunker_bench", "ingest": "benchmarks.ingest_bench",
+          "worker": "benchmarks.worker_bench"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,6 +42,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     ver.add_argument("--verify", dest="verify", action="store_true", default=None,
                      help="run partitioner.verify on the qengine store (default: only up to 1M Objects)")
     ver.add_argument("--no-verify", dest="verify", action="store_false")
+    wrk = p.add_argument_group("worker suite")
+    wrk.add_argument("--worker-objects", type=int, default=2_000_000,
+                     help="Objects generated and ingested with 85x12 stripes (default 2e6)")
+    wrk.add_argument("--worker-reps", type=int, default=7,
+                     help="interleaved repetitions of the streaming and aggregate runs (default 7)")
+    wrk.add_argument("--worker-calls", type=int, default=200,
+                     help="point-query calls per path (default 200)")
     p.add_argument("--results", type=Path, default=RESULTS, help=f"results file (default {RESULTS})")
     p.add_argument("--no-write", action="store_true", help="print results only")
 

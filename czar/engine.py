@@ -1,0 +1,254 @@
+"""The czar: plan, pick workers for chunks, fan out over gRPC, merge the streamed Arrow results.
+
+One sub-query per worker covers all the chunks it serves for the query (never one call per
+chunk). Results stream back concurrently; the first error or a satisfied LIMIT cancels the rest.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import duckdb
+import pyarrow as pa
+
+from czar.metadata import Metadata
+from czar.plan import PARTS, Plan, plan_query
+from qengine.errors import QEngineError, QueryError
+from qengine.workerclient import ExecuteSummary, WorkerClient, WorkerError
+from worker.sqlfuncs import macro_sql
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Czar", "Explain"]
+
+INTERACTIVE_MAX_CHUNKS = 16
+
+
+@dataclass
+class Explain:
+    chunks: list[int] | None
+    num_chunks: int
+    regions: list[str]
+    per_worker: dict[str, dict]
+    merge_sql: str
+    count_from_stats: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"chunks visited: {self.num_chunks}" + (f" {self.chunks[:20]}{' ...' if self.num_chunks > 20 else ''}"
+                                                          if self.chunks is not None else "")]
+        lines += [f"region: {r}" for r in self.regions]
+        for w, d in self.per_worker.items():
+            lines.append(f"worker {w}: {len(d['chunks'])} chunks\n  {d['sql']}")
+        lines.append(f"merge: {self.merge_sql}")
+        lines += self.notes
+        return "\n".join(lines)
+
+
+class Czar:
+    """Plans and runs queries on a set of workers, given the tables' metadata."""
+
+    def __init__(self, metadata: Metadata, workers: list[WorkerClient]) -> None:
+        if not workers:
+            raise QEngineError("a czar needs at least one worker")
+        self.metadata = metadata
+        self.workers = workers
+        self._holdings: dict[str, dict[tuple[str, str], set[int]]] = {}
+        self._merge = duckdb.connect(config={"threads": 2, "autoinstall_known_extensions": False,
+                                             "autoload_known_extensions": False})
+        for stmt in macro_sql():  # persistent, so that every cursor sees them
+            self._merge.execute(stmt.replace(" TEMP MACRO ", " MACRO ", 1))
+        self._merge_lock = threading.Lock()
+        self.refresh()
+
+    # ------------------------------------------------------------------ cluster state
+    def refresh(self) -> None:
+        """Reload table metadata and each worker's inventory."""
+        self.metadata.reload()
+        for w in self.workers:
+            inv = w.inventory()
+            self._holdings[w.address] = {(t.database.lower(), t.table.lower()): set(t.chunk_ids) for t in inv.tables}
+
+    def close(self) -> None:
+        for w in self.workers:
+            w.close()
+        self._merge.close()
+
+    # ------------------------------------------------------------------ planning
+    def _lookup_ids(self, plan: Plan) -> list[int]:
+        t = plan.table
+        sql = (f"SELECT DISTINCT chunkId FROM {{{{{t.database}.{t.name}__index}}}} "
+               f"WHERE {plan.id_restriction.sql_condition('id')}")
+        holder = next((w for w in self.workers if (t.database.lower(), t.name.lower()) in self._holdings[w.address]),
+                      self.workers[0])
+        res = holder.query(sql, lane="interactive")
+        return sorted(res.column(0).to_pylist()) if res.num_columns else []
+
+    def _assign(self, plan: Plan, chunks: list[int]) -> dict[str, list[int]]:
+        """Chunks per worker: contiguous runs balanced by rows among the workers holding them."""
+        t = plan.table
+        key = (t.database.lower(), t.name.lower())
+        holders = {w.address: self._holdings[w.address].get(key, set()) for w in self.workers}
+        missing = [c for c in chunks if not any(c in h for h in holders.values())]
+        if missing:
+            raise QueryError(f"no live worker holds chunk(s) {missing[:10]} of {t.database}.{t.name}")
+        rows = t.chunk_rows()
+        addrs = [a for a in holders if holders[a]]
+        out: dict[str, list[int]] = {a: [] for a in addrs}
+        if all(set(chunks) <= holders[a] for a in addrs):
+            total = sum(rows.get(c, 1) for c in chunks)
+            share, acc, i = total / len(addrs), 0, 0
+            for c in chunks:
+                if acc >= share * (i + 1) and i < len(addrs) - 1:
+                    i += 1
+                out[addrs[i]].append(c)
+                acc += rows.get(c, 1)
+        else:
+            load = {a: 0 for a in addrs}
+            for c in chunks:
+                a = min((a for a in addrs if c in holders[a]), key=lambda a: load[a])
+                out[a].append(c)
+                load[a] += rows.get(c, 1)
+        return {a: cs for a, cs in out.items() if cs}
+
+    def _chunks(self, plan: Plan) -> list[int]:
+        chunks = plan.chunks if plan.chunks is not None else plan.table.chunk_ids()
+        if plan.id_restriction is not None:
+            chunks = sorted(set(chunks) & set(self._lookup_ids(plan)))
+        return chunks
+
+    def explain(self, sql: str, *, lang: str = "adql", database: str | None = None) -> Explain:
+        plan = plan_query(sql, self.metadata, lang=lang, database=database)
+        if plan.count_from_stats is not None:
+            return Explain(None, 0, [], {}, plan.merge_sql, plan.count_from_stats,
+                           [f"answered from table statistics: {plan.count_from_stats} rows"])
+        if not plan.table.partitioned:
+            w = self.workers[0].address
+            return Explain(None, 0, [], {w: {"chunks": [], "sql": plan.worker_sql}}, plan.merge_sql)
+        chunks = self._chunks(plan)
+        per = {a: {"chunks": cs, "sql": plan.worker_sql} for a, cs in self._assign(plan, chunks).items()}
+        return Explain(chunks, len(chunks), plan.regions, per, plan.merge_sql)
+
+    # ------------------------------------------------------------------ execution
+    def query(self, sql: str, *, lang: str = "adql", database: str | None = None,
+              max_rows: int = 0, timeout: float = 0.0) -> pa.Table:
+        """Run a query; returns a pyarrow Table with unit/UCD/description field metadata."""
+        t0 = time.perf_counter()
+        plan = plan_query(sql, self.metadata, lang=lang, database=database)
+        if plan.count_from_stats is not None:
+            return pa.table({plan.count_name: pa.array([plan.count_from_stats], pa.int64())})
+        if plan.table.partitioned:
+            chunks = self._chunks(plan)
+            assignment = self._assign(plan, chunks) if chunks else {}
+        else:
+            assignment = {self.workers[0].address: None}
+        batches, schema = self._fan_out(plan, assignment, max_rows, timeout)
+        result = self._run_merge(plan, batches, schema)
+        log.info("query done in %.3f s: %d rows from %d workers", time.perf_counter() - t0,
+                 result.num_rows, len(assignment))
+        return result
+
+    def _fan_out(self, plan: Plan, assignment: dict[str, list[int] | None], max_rows: int,
+                 timeout: float) -> tuple[list[pa.RecordBatch], pa.Schema | None]:
+        qid = uuid.uuid4().hex
+        clients = {w.address: w for w in self.workers}
+        out: queue.Queue = queue.Queue()
+        stop = threading.Event()
+        summaries = {a: ExecuteSummary() for a in assignment}
+        lane = "interactive" if all(cs is not None and len(cs) <= INTERACTIVE_MAX_CHUNKS
+                                    for cs in assignment.values()) else "scan"
+
+        def run(addr: str, chunks: list[int] | None) -> None:
+            try:
+                for b in clients[addr].execute(plan.worker_sql, query_id=f"{qid}-{addr}", chunk_ids=chunks,
+                                               max_rows=max_rows, lane=lane, timeout_seconds=timeout,
+                                               summary=summaries[addr]):
+                    if stop.is_set():
+                        return
+                    out.put(("batch", b))
+                out.put(("done", addr))
+            except WorkerError as exc:
+                out.put(("error", exc))
+            except Exception as exc:  # a bug or a broken connection: still report it, never hang
+                out.put(("error", exc))
+
+        threads = [threading.Thread(target=run, args=(a, cs), daemon=True) for a, cs in assignment.items()]
+        for th in threads:
+            th.start()
+        batches: list[pa.RecordBatch] = []
+        rows = 0
+        pending = len(threads)
+        error: Exception | None = None
+        limit = plan.worker_limit if not plan.merge_needs_all else None
+        while pending:
+            kind, item = out.get()
+            if kind == "batch":
+                batches.append(item)
+                rows += item.num_rows
+                if limit is not None and rows >= limit:
+                    break
+            elif kind == "done":
+                pending -= 1
+            else:
+                error = item
+                break
+        if pending:
+            stop.set()
+            for a in assignment:
+                try:
+                    clients[a].cancel(f"{qid}-{a}")
+                except WorkerError:
+                    pass
+        for th in threads:
+            th.join(timeout=5)
+        if error is not None:
+            if isinstance(error, WorkerError):
+                raise QueryError(f"worker {error.worker}: {error}") from None
+            raise QEngineError(f"query failed: {error!r}") from error
+        schema = next((s.schema for s in summaries.values() if s.schema is not None), None)
+        return batches, schema
+
+    def _run_merge(self, plan: Plan, batches: list[pa.RecordBatch], schema: pa.Schema | None) -> pa.Table:
+        if batches:
+            parts = pa.Table.from_batches(batches)
+        elif schema is not None:
+            parts = schema.empty_table()
+        else:  # no chunk to visit: run the worker SQL's shape over nothing
+            parts = None
+        with self._merge_lock:
+            cur = self._merge.cursor()
+        try:
+            if parts is None:
+                empty_sql = plan.worker_sql.replace(plan.placeholder(), f"(SELECT * FROM {PARTS}_empty)")
+                cur.register(f"{PARTS}_empty", _empty_table(plan))
+                parts = cur.sql(empty_sql).to_arrow_table()
+            cur.register(PARTS, parts)
+            result = cur.sql(plan.merge_sql).to_arrow_table()
+        finally:
+            cur.close()
+        return _with_metadata(result, plan)
+
+
+def _empty_table(plan: Plan) -> pa.Table:
+    from qengine.catalog import Column
+
+    fields = [pa.field(c["name"], Column(c["name"], c["datatype"]).arrow_type()) for c in plan.table.columns]
+    if plan.table.partitioned:
+        fields += [pa.field("chunkId", pa.int32()), pa.field("subChunkId", pa.int32())]
+    return pa.schema(fields).empty_table()
+
+
+def _with_metadata(table: pa.Table, plan: Plan) -> pa.Table:
+    fields = []
+    for f in table.schema:
+        c = plan.column_meta.get(f.name)
+        if c is None:
+            fields.append(f)
+            continue
+        md = {k: str(c[k]) for k in ("unit", "ucd", "description") if c.get(k)}
+        fields.append(f.with_metadata(md) if md else f)
+    return table.cast(pa.schema(fields, metadata=table.schema.metadata))

@@ -1,0 +1,108 @@
+"""What the czar knows about tables: schemas, roles, keys and per-chunk statistics, read from
+the table manifests (metadata only: the czar never reads chunk files)."""
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from qengine.chunker import Chunker
+from qengine.errors import QueryError
+from qengine.store import TableManifest, list_tables, load_manifest, table_dir
+
+__all__ = ["TableInfo", "Metadata"]
+
+CHUNK_COLUMNS = ("chunkId", "subChunkId")
+
+
+@dataclass
+class TableInfo:
+    """One table as the planner sees it."""
+
+    manifest: TableManifest
+
+    @property
+    def database(self) -> str:
+        return self.manifest.database
+
+    @property
+    def name(self) -> str:
+        return self.manifest.table
+
+    @property
+    def role(self) -> str:
+        return self.manifest.role
+
+    @property
+    def partitioned(self) -> bool:
+        return self.role in ("director", "child")
+
+    @property
+    def columns(self) -> list[dict]:
+        return self.manifest.columns
+
+    def column_names(self) -> list[str]:
+        return [c["name"] for c in self.manifest.columns]
+
+    def column(self, name: str) -> dict | None:
+        low = name.lower()
+        return next((c for c in self.manifest.columns if c["name"].lower() == low), None)
+
+    @property
+    def rows(self) -> int:
+        return self.manifest.rows
+
+    def chunker(self) -> Chunker:
+        return Chunker(**self.manifest.chunker)
+
+    def chunk_ids(self) -> list[int]:
+        return self.manifest.chunk_ids()
+
+    def chunk_rows(self) -> dict[int, int]:
+        return {c: s.rows for c, s in self.manifest.chunks.items() if s.rows}
+
+
+class Metadata:
+    """The tables of a store root, by database and name (case-insensitive)."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        self.reload()
+
+    def reload(self) -> None:
+        self.tables: dict[tuple[str, str], TableInfo] = {}
+        for db, name in list_tables(self.root):
+            m = load_manifest(table_dir(self.root, db, name))
+            self.tables[(db.lower(), name.lower())] = TableInfo(m)
+
+    def databases(self) -> list[str]:
+        return sorted({t.database for t in self.tables.values()})
+
+    def resolve(self, database: str | None, table: str, default_db: str | None = None) -> TableInfo:
+        """Find a table; unqualified names resolve in ``default_db`` or, failing that, in the one
+        database holding a table of that name (an ambiguous name is an error naming candidates)."""
+        if database:
+            t = self.tables.get((database.lower(), table.lower()))
+            if t is not None:
+                return t
+            known = [f"{d}.{n}" for d, n in ((t.database, t.name) for t in self.tables.values())]
+            hint = difflib.get_close_matches(f"{database}.{table}", known, n=3)
+            raise QueryError(f"unknown table {database}.{table}" +
+                             (f" (did you mean {', '.join(hint)}?)" if hint else
+                              f"; known tables: {', '.join(sorted(known)) or 'none'}"), token=table)
+        if default_db:
+            t = self.tables.get((default_db.lower(), table.lower()))
+            if t is not None:
+                return t
+        matches = [t for (d, n), t in self.tables.items() if n == table.lower()]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            names = ", ".join(sorted(f"{t.database}.{t.name}" for t in matches))
+            raise QueryError(f"table name {table} is ambiguous: qualify it as one of {names}", token=table)
+        known = sorted({t.name for t in self.tables.values()})
+        hint = difflib.get_close_matches(table, known, n=3)
+        raise QueryError(f"unknown table {table}" +
+                         (f" (did you mean {', '.join(hint)}?)" if hint else
+                          f"; known tables: {', '.join(known) or 'none'}"), token=table)

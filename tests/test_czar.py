@@ -1,0 +1,207 @@
+"""The czar end to end on a LocalCluster (real worker processes): every query form against one
+DuckDB over the unpartitioned tables, plus chunk selection, statistics and errors."""
+from __future__ import annotations
+
+import math
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from czar.dialects import parse, to_duckdb
+from czar.local import LocalCluster
+from qengine.chunker import Chunker
+from qengine.errors import QueryError
+from qengine.geometry import Circle
+from tests.helpers import DB, PART, build_store
+from worker.sqlfuncs import register
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    root = tmp_path_factory.mktemp("czar") / "root"
+    tables = build_store(root, n_objects=4000, rows_per_file=1200)
+    with LocalCluster(root, workers=2) as qe:
+        yield qe, tables
+
+
+@pytest.fixture(scope="module")
+def oracle(cluster):
+    _, tables = cluster
+    con = duckdb.connect()
+    register(con)
+    con.execute(f'CREATE SCHEMA "{DB}"')
+    for name, t in tables.items():
+        con.register(f"__{name}", t)
+        con.execute(f'CREATE VIEW "{DB}"."{name}" AS SELECT * FROM "__{name}"')
+    return con
+
+
+def _norm(v):
+    if isinstance(v, float):
+        return None if math.isnan(v) else v
+    return v
+
+
+def _same(got: pa.Table, want: pa.Table, ordered: bool) -> None:
+    assert got.column_names == want.column_names
+    g = [tuple(_norm(x) for x in r) for r in zip(*[c.to_pylist() for c in got.columns])]
+    w = [tuple(_norm(x) for x in r) for r in zip(*[c.to_pylist() for c in want.columns])]
+    if not ordered:
+        g, w = sorted(g, key=repr), sorted(w, key=repr)
+    assert len(g) == len(w), (len(g), len(w))
+    for a, b in zip(g, w):
+        for x, y in zip(a, b):
+            if isinstance(x, float) and isinstance(y, float):
+                assert x == pytest.approx(y, rel=1e-9, abs=1e-12)
+            else:
+                assert x == y
+
+
+def check(cluster, oracle, sql: str, ordered: bool = False, lang: str = "adql", oracle_sql: str | None = None):
+    qe, _ = cluster
+    got = qe.query(sql, lang=lang)
+    want = oracle.sql(oracle_sql or to_duckdb(parse(sql, lang))).to_arrow_table()
+    _same(got, want, ordered)
+    return got
+
+
+T = f"{DB}.Object"
+
+# positions where chunking is hardest: poles, RA wrap, chunk corners of the test partitioning
+_ch = Chunker(PART.num_stripes, PART.num_sub_stripes, PART.overlap)
+_b = _ch.chunk_bounds(_ch.all_chunks()[::7])
+CENTRES = [(0.0, 90.0), (0.0, -90.0), (0.0, 0.0), (359.99, 10.0), (180.0, -45.0)] + \
+    list(zip(_b.ra_min.tolist(), _b.dec_min.tolist()))[:20]
+
+
+@st.composite
+def queries(draw):
+    conds = []
+    for _ in range(draw(st.integers(0, 2))):
+        kind = draw(st.sampled_from(["circle", "distance", "box", "mag", "dec", "ids"]))
+        ra, dec = draw(st.sampled_from(CENTRES))
+        r = draw(st.sampled_from([0.5, 2.0, 7.5, 20.0]))
+        if kind == "circle":
+            conds.append(f"CONTAINS(POINT('ICRS', ra, decl), CIRCLE('ICRS', {ra}, {dec}, {r})) = 1")
+        elif kind == "distance":
+            conds.append(f"DISTANCE(POINT('ICRS', ra, decl), POINT('ICRS', {ra}, {dec})) < {r}")
+        elif kind == "box":
+            conds.append(f"1 = CONTAINS(POINT('ICRS', ra, decl), BOX('ICRS', {ra}, {dec}, {r}, {r / 2}))")
+        elif kind == "mag":
+            conds.append(f"mag > {draw(st.sampled_from([16, 20, 24]))}")
+        elif kind == "dec":
+            conds.append(f"decl BETWEEN {dec - r} AND {dec + r}")
+        else:
+            conds.append(f"objectId IN ({', '.join(str(i) for i in draw(st.lists(st.integers(1, 5000), min_size=1, max_size=5)))})")
+    where = (" WHERE " + " AND ".join(conds)) if conds else ""
+    shape = draw(st.sampled_from(["rows", "topk", "agg", "group", "distinct", "having"]))
+    if shape == "rows":
+        return f"SELECT objectId, ra, decl, mag FROM {T}{where}", False
+    if shape == "topk":
+        n = draw(st.integers(0, 30))
+        off = draw(st.sampled_from(["", " OFFSET 3"]))
+        order = draw(st.sampled_from(["mag DESC, objectId", "objectId", "decl, objectId DESC"]))
+        return f"SELECT objectId, mag, decl FROM {T}{where} ORDER BY {order} LIMIT {n}{off}", True
+    if shape == "agg":
+        return (f"SELECT COUNT(*) AS n, SUM(mag) AS s, AVG(mag) AS a, MIN(ra) AS lo, MAX(decl) AS hi, "
+                f"STDDEV_SAMP(mag) AS sd, VAR_POP(decl) AS vp, COUNT(DISTINCT FLOOR(mag)) AS nd FROM {T}{where}"), False
+    if shape == "group":
+        return (f"SELECT FLOOR(mag) AS m, COUNT(*) AS n, AVG(decl) AS d, MAX(objectId) - MIN(objectId) AS span "
+                f"FROM {T}{where} GROUP BY FLOOR(mag)"), False
+    if shape == "distinct":
+        return f"SELECT DISTINCT FLOOR(mag) AS m FROM {T}{where}", False
+    return (f"SELECT FLOOR(decl / 10) AS band, COUNT(*) AS n FROM {T}{where} GROUP BY FLOOR(decl / 10) "
+            f"HAVING COUNT(*) > 5 ORDER BY band"), True
+
+
+@settings(max_examples=60, deadline=None)
+@given(q=queries())
+def test_random_queries_equal_single_duckdb(cluster, oracle, q):
+    sql, ordered = q
+    check(cluster, oracle, sql, ordered)
+
+
+def test_cone_search_visits_only_the_chunks_its_circle_touches(cluster, oracle):
+    qe, _ = cluster
+    sql = f"SELECT objectId FROM {T} WHERE CONTAINS(POINT('ICRS', ra, decl), CIRCLE('ICRS', 45.0, 10.0, 1.5)) = 1"
+    ex = qe.explain(sql)
+    have = set(qe.czar.metadata.resolve(DB, "Object").chunk_ids())
+    want = sorted(set(Circle(45.0, 10.0, 1.5).chunk_ids(_ch).tolist()) & have)
+    assert ex.chunks == want and 0 < ex.num_chunks < 10
+    assert sum(len(d["chunks"]) for d in ex.per_worker.values()) == ex.num_chunks
+    check(cluster, oracle, sql)
+
+
+def test_id_lookup_visits_one_chunk(cluster, oracle):
+    qe, tables = cluster
+    oid = int(tables["Object"].column("objectId")[123].as_py())
+    sql = f"SELECT * FROM {T} WHERE objectId = {oid}"
+    ex = qe.explain(sql)
+    assert ex.num_chunks == 1
+    got = check(cluster, oracle, sql)
+    assert got.num_rows == 1 and "chunkId" not in got.column_names
+
+
+def test_count_star_answers_from_statistics(cluster):
+    qe, tables = cluster
+    ex = qe.explain(f"SELECT COUNT(*) FROM {T}")
+    assert ex.count_from_stats == tables["Object"].num_rows
+    assert qe.query(f"SELECT COUNT(*) FROM {T}").to_pylist() == [{"count_star()": tables["Object"].num_rows}]
+
+
+def test_select_star_and_column_metadata(cluster, oracle):
+    qe, _ = cluster
+    got = check(cluster, oracle, f"SELECT TOP 5 * FROM {T} ORDER BY objectId", ordered=True)
+    assert got.schema.field("ra").metadata[b"unit"] == b"deg"
+
+
+def test_replicated_table_and_unqualified_names(cluster, oracle):
+    check(cluster, oracle, "SELECT name FROM Filter ORDER BY filterId", ordered=True,
+          oracle_sql=f'SELECT name FROM "{DB}"."Filter" ORDER BY filterId')
+    check(cluster, oracle, "SELECT COUNT(*) AS n, SUM(flux) AS f FROM Source WHERE flux > 1000",
+          oracle_sql=f'SELECT COUNT(*) AS n, SUM(flux) AS f FROM "{DB}"."Source" WHERE flux > 1000')
+
+
+def test_qserv_dialect_areaspec_and_scisql(cluster, oracle):
+    check(cluster, oracle, f"SELECT objectId FROM {T} WHERE qserv_areaspec_box(350, -10, 10, 10) AND mag < 22",
+          lang="qserv",
+          oracle_sql=f'SELECT objectId FROM "{DB}"."Object" WHERE scisql_s2PtInBox(ra, decl, 350, -10, 10, 10) = 1 AND mag < 22')
+    check(cluster, oracle, f"SELECT COUNT(*) AS n FROM {T} WHERE 1 = QSERV_AREASPEC_CIRCLE(0, 90, 5)", lang="qserv",
+          oracle_sql=f'SELECT COUNT(*) AS n FROM "{DB}"."Object" WHERE scisql_s2PtInCircle(ra, decl, 0, 90, 5) = 1')
+    qe, _ = cluster
+    ex = qe.explain(f"SELECT objectId FROM {T} WHERE qserv_areaspec_circle(100, 20, 0.5)", lang="qserv")
+    assert 0 < ex.num_chunks <= 4
+    check(cluster, oracle, f"SELECT objectId, scisql_angSep(ra, decl, 10, 10) AS d FROM {T} "
+          "WHERE scisql_s2PtInCircle(ra, decl, 10, 10, 3) = 1 ORDER BY d, objectId LIMIT 7", lang="qserv",
+          ordered=True)
+
+
+@pytest.mark.parametrize("sql,pattern", [
+    (f"SELECT * FROM {DB}.Objekt", r"unknown table.*did you mean.*Object"),
+    (f"SELECT magg FROM {T}", r"unknown column 'magg'.*did you mean mag"),
+    (f"DROP TABLE {T}", r"only SELECT"),
+    (f"SELECT objectId FROM {T} o JOIN {DB}.Source s ON o.objectId = s.objectId", r"joins are not supported"),
+    (f"SELECT MEDIAN(mag) FROM {T}", r"(?i)median"),
+    ("SELECT ra FROM", r"line 1"),
+])
+def test_errors_are_clear(cluster, sql, pattern):
+    qe, _ = cluster
+    with pytest.raises(QueryError, match=pattern):
+        qe.query(sql)
+
+
+def test_syntax_error_position(cluster):
+    qe, _ = cluster
+    with pytest.raises(QueryError) as err:
+        qe.query(f"SELECT ra,\n  decl FROM {T}\n WHERE mag >> 3")
+    assert err.value.line == 3
+
+
+def test_empty_results_keep_columns(cluster, oracle):
+    got = check(cluster, oracle, f"SELECT objectId, mag FROM {T} WHERE mag > 1000")
+    assert got.num_rows == 0 and got.column_names == ["objectId", "mag"]
+    got = check(cluster, oracle, f"SELECT COUNT(*) AS n, SUM(mag) AS s FROM {T} WHERE mag > 1000")
+    assert got.to_pylist() == [{"n": 0, "s": None}]
