@@ -48,7 +48,10 @@ def _generate_into(final: Path, n: int, tables: list[str], progress: bool) -> di
 
     marker = final / ".complete"
     if marker.exists():
-        return json.loads(marker.read_text())
+        info = json.loads(marker.read_text())
+        for name, t in info["tables"].items():  # the cache may have moved: list the files anew
+            t["files"] = [str(p) for p in sorted((final / name).glob("part-*.parquet"))]
+        return info
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     t0 = time.perf_counter()
@@ -77,8 +80,9 @@ def prepare_input(n_objects: int, source_objects: int | None, progress: bool) ->
     objects makes exactly the first objects of a larger one (same ids, same positions), and
     the Sources generated with it belong to Objects present in the big Object table.
     """
-    base = cache_root() / f"ingest-{n_objects}-s{SEED}"
-    out = {"Object": _generate_into(base / "objects", n_objects, ["Object"], progress)["tables"]["Object"]}
+    base = cache_root() / f"ingest-{CATALOG}-s{SEED}"
+    out = {"Object": _generate_into(base / f"objects-{n_objects}", n_objects, ["Object"], progress)
+           ["tables"]["Object"]}
     if source_objects:
         src = _generate_into(base / f"sources-{source_objects}", source_objects, ["Source"], progress)
         out["Source"] = src["tables"]["Source"]
@@ -95,6 +99,7 @@ class Measured:
     peak_pss_sum: int = 0       # same with PSS (shared pages split between processes)
     peak_procs: int = 0         # most processes seen in the tree at once
     ru_maxrss: int = 0          # exact peak RSS of the largest single process (wait4), bytes
+    load: tuple[float, float] = (0.0, 0.0)  # 1-min load average at start and end (shared machine)
     stderr_tail: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -105,6 +110,7 @@ def measure(label: str, cmd: list[str], log_path: Path, env: dict | None = None)
 
     m = Measured(label)
     _log(f"{label}: {' '.join(cmd[:6])}{' ...' if len(cmd) > 6 else ''}")
+    load0 = os.getloadavg()[0]
     with open(log_path, "wb") as logf:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env)
@@ -142,6 +148,7 @@ def measure(label: str, cmd: list[str], log_path: Path, env: dict | None = None)
         m.wall = time.perf_counter() - t0
         proc.returncode = m.rc = os.waitstatus_to_exitcode(status)
         poller.join()
+    m.load = (load0, os.getloadavg()[0])
     m.ru_maxrss = usage.ru_maxrss * 1024  # kilobytes on Linux
     m.peak_rss_sum = max(m.peak_rss_sum, m.ru_maxrss)
     text = log_path.read_text(errors="replace").strip().splitlines()
@@ -201,7 +208,8 @@ def hats_main(argv: list[str]) -> int:
         output_path=str(a.out), output_artifact_name=a.name, catalog_type=a.catalog_type,
         input_file_list=list(a.files), file_reader="parquet", ra_column=a.ra, dec_column=a.dec,
         pixel_threshold=a.pixel_threshold, tmp_dir=str(a.tmp), dask_tmp=str(a.tmp),
-        resume=False, progress_bar=False,
+        resume=False, progress_bar=True, simple_progress_bar=True,   # stage times in the log
+        tqdm_kwargs={"mininterval": 30.0, "file": sys.stdout},
     )
     with Client(n_workers=a.workers, threads_per_worker=1, processes=True,
                 local_directory=str(a.tmp), dashboard_address=None) as client:
@@ -218,6 +226,16 @@ def _hats_rows(catalog: Path) -> int | None:
         if k.strip() == "hats_nrows":
             return int(v.strip())
     return None
+
+
+def _hats_stages(log_text: str) -> dict[str, float]:
+    """Elapsed seconds per hats-import stage, from its tqdm bars ("Catalog: Reducing : 100%|..| [01:23<")."""
+    import re
+
+    out: dict[str, float] = {}
+    for m in re.finditer(r"Catalog: (\w+)\s*: 100%\|[^\[]*\[(?:(\d+):)?(\d+):(\d+)<", log_text):
+        out[m.group(1).lower()] = int(m.group(2) or 0) * 3600 + int(m.group(3)) * 60 + int(m.group(4))
+    return out
 
 
 def _dir_bytes(path: Path) -> int:
@@ -289,6 +307,7 @@ def run(args: argparse.Namespace) -> tuple[str, str]:
                                       "object" if table == "Object" else "source", args.rows_per_pixel),
                             work / f"hats-{table}.log", env)
                 h.extra["rows"] = rows
+                h.extra["stages"] = _hats_stages((work / f"hats-{table}.log").read_text(errors="replace"))
                 if h.rc == 0:
                     h.extra["stored"] = _hats_rows(hout / table)
                     h.extra["bytes"] = _dir_bytes(hout / table)
@@ -381,6 +400,10 @@ def run(args: argparse.Namespace) -> tuple[str, str]:
         f"`_healpix_29`), finishing (metadata, skymap); `pixel_threshold={args.rows_per_pixel:,}`, "
         "`catalog_type` object/source; it computes no margin (overlap) cache and no id index — those "
         "are separate hats-import pipelines — so it does less work than qengine here.")
+    stages = [f"{k}: " + ", ".join(f"{st} {sec:.0f} s" for st, sec in m.extra["stages"].items())
+              for k, m in results.items() if m.extra.get("stages")]
+    if stages:
+        body.append("hats-import stage times (from its progress bars): " + "; ".join(stages) + ".")
     body.append("")
     body.append(
         "Measured: wall time of the whole subprocess (interpreter start, imports and dask cluster "
@@ -388,7 +411,9 @@ def run(args: argparse.Namespace) -> tuple[str, str]:
         f"job's process tree, sampled every {POLL_SECONDS} s with psutil (for hats-import: the client "
         "process plus its dask worker processes), never less than the exact `ru_maxrss` of the largest "
         "process from `os.wait4`, shown in its own column. Peak tree PSS (shared pages split): "
-        + ", ".join(f"{k} {_gib(m.peak_pss_sum)} GiB" for k, m in results.items()) + ".")
+        + ", ".join(f"{k} {_gib(m.peak_pss_sum)} GiB" for k, m in results.items()) + ". "
+        f"The machine ({os.cpu_count()} cores) is shared: 1-minute load average at the start/end of each "
+        "job: " + ", ".join(f"{k} {m.load[0]:.1f}/{m.load[1]:.1f}" for k, m in results.items()) + ".")
     body.append("")
     body.append(f"Versions: {_versions()}.")
     return "Ingest throughput", "\n".join(body) + "\n"

@@ -145,6 +145,31 @@ def _cmd_worker(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=server.run)
 
 
+def _cmd_czar(sub: argparse._SubParsersAction) -> None:
+    from czar import server
+
+    p = sub.add_parser(
+        "czar",
+        help="run the czar: plans queries, fans them out to workers, merges (HTTP API)",
+        description="Run the czar for the workers and metadata named in cluster.yaml; serves the "
+        "HTTP API that qengine.connect(url) uses.",
+    )
+    server.add_arguments(p)
+    p.set_defaults(func=server.run)
+
+
+def _cmd_query(sub: argparse._SubParsersAction) -> None:
+    from czar import cli
+
+    p = sub.add_parser(
+        "query",
+        help="run one ADQL or Qserv query and print or write the result",
+        description="Run one query against a czar (--url) or a local cluster over a store (--root).",
+    )
+    cli.add_arguments(p)
+    p.set_defaults(func=cli.run)
+
+
 def _cmd_catalog(sub: argparse._SubParsersAction) -> None:
     from partitioner import cli
 
@@ -163,6 +188,8 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _cmd_ingest,
     _cmd_catalog,
     _cmd_worker,
+    _cmd_czar,
+    _cmd_query,
     _cmd_catalogs,
     _cmd_chunk,
     _cmd_bench,

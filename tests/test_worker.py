@@ -9,10 +9,12 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from qengine.store import load_manifest, table_dir
 from qengine.workerclient import ExecuteSummary, WorkerError
 from tests.helpers import DB, WorkerProcess, build_store
+from worker.inventory import chunk_condition
 from worker.sqlfuncs import register
 
 OBJ = "{{" + DB + ".Object}}"
@@ -218,3 +220,16 @@ def test_inventory_matches_the_manifests(store, worker):
     assert inv[(DB, "Object")].rows == tables["Object"].num_rows
     assert inv[(DB, "Filter")].role == "replicated" and inv[(DB, "Filter")].rows == 3
     assert int(np.sum(inv[(DB, "Source")].chunk_rows)) == tables["Source"].num_rows
+
+
+_CON = duckdb.connect()
+
+
+@settings(max_examples=200, deadline=None)
+@given(held=st.lists(st.integers(0, 500), min_size=1, max_size=80, unique=True), data=st.data())
+def test_chunk_condition_selects_exactly_the_requested_chunks(held, data):
+    held = sorted(held)
+    chunks = sorted(data.draw(st.lists(st.sampled_from(held), unique=True)))
+    cond = chunk_condition(chunks, held, max_ranges=data.draw(st.sampled_from([2, 64])))
+    got = _CON.sql(f"SELECT chunkId FROM (SELECT unnest({held}) AS chunkId) WHERE {cond}").fetchall()
+    assert sorted(c for (c,) in got) == chunks

@@ -123,6 +123,28 @@ class Inventory:
         return {c for t in self.tables() for c in t.chunks}
 
 
+def chunk_condition(chunks: list[int], held: list[int], max_ranges: int = 64) -> str:
+    """SQL selecting rows of ``chunks`` (sorted), as ranges where they are runs of ``held``.
+
+    The czar gives each worker contiguous runs of chunks, so a ``BETWEEN`` or two usually
+    replace an IN list of thousands of ids (and let Parquet statistics prune row groups).
+    """
+    if not chunks:
+        return "FALSE"
+    pos = {c: i for i, c in enumerate(held)}
+    ranges: list[list[int]] = []
+    for c in chunks:
+        i = pos.get(c)
+        if ranges and i is not None and ranges[-1][2] is not None and i == ranges[-1][2] + 1:
+            ranges[-1][1], ranges[-1][2] = c, i
+        else:
+            ranges.append([c, c, i])
+    if len(ranges) > max_ranges:
+        return "chunkId IN (" + ",".join(str(c) for c in chunks) + ")"
+    parts = [f"chunkId = {a}" if a == b else f"chunkId BETWEEN {a} AND {b}" for a, b, _ in ranges]
+    return "(" + " OR ".join(parts) + ")"
+
+
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][\w$]*)\s*\.\s*([A-Za-z_][\w$]*)\s*\}\}")
 
 
@@ -148,9 +170,6 @@ def bind_sql(inventory: Inventory, sql: str, chunks: list[int] | None,
     uploads = {k.lower(): (k, v) for k, v in (uploads or {}).items()}
     regs: dict[str, pa.Table] = {}
     n_files = 0
-    chunk_filter = None
-    if chunks is not None:
-        chunk_filter = "(" + ",".join(str(c) for c in chunks) + ")" if chunks else "(NULL)"
 
     def register(table: pa.Table) -> str:
         name = f"__{prefix}_{len(regs)}"
@@ -184,8 +203,8 @@ def bind_sql(inventory: Inventory, sql: str, chunks: list[int] | None,
         n_files += len(files)
         paths = ", ".join(_sql_str(str(t.directory / f.path)) for f in files)
         scan = f"read_parquet([{paths}])"
-        if chunk_filter is not None and kind in ("data", "overlap"):
-            return f"(SELECT * FROM {scan} WHERE chunkId IN {chunk_filter})"
+        if chunks is not None and kind in ("data", "overlap"):
+            return f"(SELECT * FROM {scan} WHERE {chunk_condition(chunks, t.chunks)})"
         return scan
 
     text = PLACEHOLDER.sub(substitute, sql)

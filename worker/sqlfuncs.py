@@ -105,9 +105,14 @@ _HELPERS: list[tuple[str, str, str]] = [
     ("qe__havc", "lon1, lat1, lon2, lat2",
      f"pow(sin((lat1 + lat2) * {_HALF_RAD}), 2) + cos(lat1 * {_RAD}) * cos(lat2 * {_RAD}) * "
      f"pow(sin((180.0e0 - abs(qe__dra(lon2, lon1))) * {_HALF_RAD}), 2)"),
+    # Within 90 degrees in both coordinates the angle is at most 120 degrees and
+    # 2 asin(sqrt(h)) is accurate; the cheap test spares the second sum (DuckDB does
+    # not share sub-expressions in filters, where angSep is mostly used).
     ("qe__angsep", "lon1, lat1, lon2, lat2",
-     f"least({_TWO_DEG} * atan2(sqrt(qe__hav(lon1, lat1, lon2, lat2)), "
-     f"sqrt(qe__havc(lon1, lat1, lon2, lat2))), 180.0e0)"),
+     f"CASE WHEN abs(lat2 - lat1) <= 90.0e0 AND abs(qe__dra(lon2, lon1)) <= 90.0e0 "
+     f"THEN {_TWO_DEG} * asin(sqrt(qe__hav(lon1, lat1, lon2, lat2))) "
+     f"ELSE least({_TWO_DEG} * atan2(sqrt(qe__hav(lon1, lat1, lon2, lat2)), "
+     f"sqrt(qe__havc(lon1, lat1, lon2, lat2))), 180.0e0) END"),
     # Angle between two (not necessarily unit, finite) 3-vectors; 0 if both are zero.
     ("qe__angsep3", "x1, y1, z1, x2, y2, z2",
      f"least({_DEG} * atan2(sqrt(pow(y1 * z2 - z1 * y2, 2) + pow(z1 * x2 - x1 * z2, 2) + "
@@ -151,18 +156,23 @@ _HELPERS: list[tuple[str, str, str]] = [
      f"sin(pa * {_RAD}) * qe__fn(lon, lat, lon0, lat0), 2) * "
      f"(1.0e0 / ((minor * {_RAD}) * (minor * {_RAD}))) <= 1.0e0 END"),
     # ADQL BOX: |east| <= tan(w/2) * centre and |north| <= tan(h/2) * centre,
-    # written as |east| cos(w/2) <= centre sin(w/2) (also right for w = 180).
+    # written as |east| cos(w/2) <= centre sin(w/2) (also right for w = 180). The
+    # box lies within its corners' distance atan(hypot(tan(w/2), tan(h/2))) <= 90
+    # degrees of the centre: a cheap, exact latitude pre-filter.
     ("qe__adql_box", "lon, lat, lon0, lat0, width, height",
-     f"CASE WHEN abs(qe__fe(lon, lat, lon0, lat0)) * cos(width * {_HALF_RAD}) > "
+     f"CASE WHEN abs(lat - lat0) > {_DEG} * atan(sqrt(pow(tan(width * {_HALF_RAD}), 2) + "
+     f"pow(tan(height * {_HALF_RAD}), 2))) + {_PAD} THEN false "
+     f"WHEN abs(qe__fe(lon, lat, lon0, lat0)) * cos(width * {_HALF_RAD}) > "
      f"qe__fc(lon, lat, lon0, lat0) * sin(width * {_HALF_RAD}) THEN false "
      f"ELSE abs(qe__fn(lon, lat, lon0, lat0)) * cos(height * {_HALF_RAD}) <= "
      f"qe__fc(lon, lat, lon0, lat0) * sin(height * {_HALF_RAD}) END"),
     # Side of (lon, lat) relative to the great circle v1 -> v2: the triple product
     # p . (v1 x v2), positive on the left (inside of a counter-clockwise polygon).
     # Expanded in longitude differences, which is cheaper than unit vectors (no
-    # vertex appears twice) and keeps its precision for tiny polygons.
+    # vertex appears twice) and keeps its precision for tiny polygons. Vertex-only
+    # factors are grouped so that DuckDB folds them for literal vertices.
     ("qe__side", "lon, lat, lon1, lat1, lon2, lat2",
-     f"sin(lat * {_RAD}) * cos(lat1 * {_RAD}) * cos(lat2 * {_RAD}) * sin((lon2 - lon1) * {_RAD}) + "
+     f"sin(lat * {_RAD}) * (cos(lat1 * {_RAD}) * cos(lat2 * {_RAD}) * sin((lon2 - lon1) * {_RAD})) + "
      f"cos(lat * {_RAD}) * (cos(lat1 * {_RAD}) * sin(lat2 * {_RAD}) * sin((lon1 - lon) * {_RAD}) + "
      f"sin(lat1 * {_RAD}) * cos(lat2 * {_RAD}) * sin((lon - lon2) * {_RAD}))"),
 ]
@@ -172,16 +182,13 @@ def _helper_sql(name: str, params: str, body: str) -> str:
     return f"CREATE OR REPLACE TEMP MACRO {name}({params}) AS {body}"
 
 
-def _d(name: str) -> str:
-    # No CAST: DuckDB promotes integer/decimal arguments through the DOUBLE
-    # literals, and a CAST expression passed into nested macros makes binding
-    # (at CREATE and at every query) dramatically slower.
-    return name
+# Arguments are not CAST to DOUBLE: integer and decimal arguments are promoted by
+# the DOUBLE literals they meet, and a CAST expression handed down into nested
+# macros makes DuckDB's binding (at CREATE and at every query) many times slower.
 
 
 def _call(name: str, params: list[str]) -> str:
-    """``name(CAST(p1 AS DOUBLE), ...)``."""
-    return f"{name}({', '.join(_d(p) for p in params)})"
+    return f"{name}({', '.join(params)})"
 
 
 def _any_null(params: list[str]) -> str:
@@ -189,11 +196,11 @@ def _any_null(params: list[str]) -> str:
 
 
 def _all_finite(params: list[str]) -> str:
-    return " AND ".join(f"isfinite({_d(p)})" for p in params)
+    return " AND ".join(f"isfinite({p})" for p in params)
 
 
 def _lat_ok(params: list[str]) -> str:
-    return " AND ".join(f"{_d(p)} BETWEEN -90.0e0 AND 90.0e0" for p in params)
+    return " AND ".join(f"{p} BETWEEN -90.0e0 AND 90.0e0" for p in params)
 
 
 def _predicate(params: list[str], valid: str, test: str, *, scisql: bool) -> str:
@@ -226,7 +233,7 @@ def _circle_body(scisql: bool) -> str:
     else:
         p = ["ra", "dec", "ra0", "dec0", "radius"]
     valid = (f"{_all_finite(p)} AND {_lat_ok([p[1], p[3]])} AND "
-             f"{_d(p[4])} BETWEEN 0.0e0 AND 180.0e0")
+             f"{p[4]} BETWEEN 0.0e0 AND 180.0e0")
     return f"({', '.join(p)}) AS " + _predicate(p, valid, _call("qe__circle", p), scisql=scisql)
 
 
@@ -247,13 +254,13 @@ def _ellipse_body(scisql: bool) -> str:
         p = ["lon", "lat", "centerLon", "centerLat",
              "semiMajorAxisAngle", "semiMinorAxisAngle", "positionAngle"]
         limit = "36000.0e0"
-        args = [_d(x) for x in p[:4]] + [f"{_d(p[4])} / 3600.0e0", f"{_d(p[5])} / 3600.0e0", _d(p[6])]
+        args = p[:4] + [f"{p[4]} / 3600.0e0", f"{p[5]} / 3600.0e0", p[6]]
     else:
         p = ["ra", "dec", "ra0", "dec0", "semiMajorDeg", "semiMinorDeg", "positionAngleDeg"]
         limit = "10.0e0"
-        args = [_d(x) for x in p]
-    valid = (f"{_all_finite(p)} AND {_lat_ok([p[1], p[3]])} AND {_d(p[5])} >= 0.0e0 AND "
-             f"{_d(p[5])} <= {_d(p[4])} AND {_d(p[4])} <= {limit}")
+        args = p
+    valid = (f"{_all_finite(p)} AND {_lat_ok([p[1], p[3]])} AND {p[5]} >= 0.0e0 AND "
+             f"{p[5]} <= {p[4]} AND {p[4]} <= {limit}")
     test = f"qe__ellipse({', '.join(args)})"
     return f"({', '.join(p)}) AS " + _predicate(p, valid, test, scisql=scisql)
 
@@ -261,7 +268,7 @@ def _ellipse_body(scisql: bool) -> str:
 def _adql_box_body() -> str:
     p = ["ra", "dec", "raCen", "decCen", "width", "height"]
     valid = (f"{_all_finite(p)} AND {_lat_ok(['dec', 'decCen'])} AND "
-             f"{_d('width')} BETWEEN 0.0e0 AND 180.0e0 AND {_d('height')} BETWEEN 0.0e0 AND 180.0e0")
+             f"{'width'} BETWEEN 0.0e0 AND 180.0e0 AND {'height'} BETWEEN 0.0e0 AND 180.0e0")
     return f"({', '.join(p)}) AS " + _predicate(p, valid, _call("qe__adql_box", p), scisql=False)
 
 
@@ -288,9 +295,21 @@ def _polygon_macros(n: int) -> tuple[str, str]:
     # vertices are enough (and keep it right when some are collinear with v1, v2).
     ks = sorted({3, (n + 3) // 2, n})
     orient = "+".join(f"qe__side({v[k - 1]},{v[0]},{v[1]})" for k in ks)
+    # Cheap exact pre-filter on latitude: the polygon lies within its vertices'
+    # latitude range widened by half its longest edge (an edge of length L rises at
+    # most L/2 above its ends; L <= |dlat| + |dlon|), unless it encloses a pole,
+    # which the longitude winding (+/-360 instead of 0) reveals.
+    lats = ",".join(f"lat{i}" for i in range(1, n + 1))
+    nxt = [(i, i % n + 1) for i in range(1, n + 1)]
+    edges = ",".join(f"abs(lat{j}-lat{i})+abs(qe__dra(lon{j},lon{i}))" for i, j in nxt)
+    winding = "+".join(f"qe__dra(lon{j},lon{i})" for i, j in nxt)
+    centre = f"(greatest({lats})+least({lats}))*0.5e0"
+    half = (f"(greatest({lats})-least({lats}))*0.5e0+greatest({edges})*0.5e0+{_PAD}"
+            f"+CASE WHEN abs({winding})>180.0e0 THEN 180.0e0 ELSE 0.0e0 END")
     body = (f"CASE WHEN lon IS NULL OR lat IS NULL OR list_count([{verts}])<{2 * n} THEN 0 "
             f"WHEN qe__ok(lon,lat) AND qe__vok([{verts}]) THEN CAST("
-            f"CASE WHEN {orient}<0 THEN qe__pchain{n}(lon,lat,-1.0e0,{verts}) "
+            f"CASE WHEN abs(lat-{centre})>{half} THEN false "
+            f"WHEN {orient}<0 THEN qe__pchain{n}(lon,lat,-1.0e0,{verts}) "
             f"ELSE qe__pchain{n}(lon,lat,1.0e0,{verts}) END AS INTEGER) ELSE NULL END")
     return _helper_sql(f"qe__cpoly{n}", ",".join(p), body), chain
 
@@ -315,7 +334,7 @@ def _phot(params: list[str], cond: str, expr: str) -> str:
 
 
 def _photometry() -> list[tuple[str, str]]:
-    f, s, m, ms = _d("flux"), _d("fluxSigma"), _d("mag"), _d("magSigma")
+    f, s, m, ms = "flux", "fluxSigma", "mag", "magSigma"
     return [
         ("scisql_fluxToAbMag", _phot(["flux"], f"{f} > 0.0e0", f"-2.5e0 * log10({f}) - 48.6e0")),
         ("scisql_fluxToAbMagSigma", _phot(["flux", "fluxSigma"], f"{f} > 0.0e0 AND {s} >= 0.0e0",

@@ -59,7 +59,8 @@ produced by :func:`duckdb_column_name`. Known differences (tested in tests/test_
   SQL text is passed as ``source=``; ``x ** 2`` is named ``(x ^ 2)``; ``x IS NOT NULL`` and
   ``NOT x IS NULL`` (one sqlglot tree) are both named ``(x IS NOT NULL)``;
 * types in CAST are sqlglot's spelling (``CAST(x AS DOUBLE)`` where DuckDB echoes the written
-  ``double``), and rarer constructs (intervals, struct/list literals, subscripts, subqueries)
+  ``double``; ``x::text`` is named ``CAST(x AS VARCHAR)``), without ``source`` ``log(10, x)`` is
+  named ``log10(x)``, and rarer constructs (intervals, struct/list literals, subscripts, subqueries)
   fall back to sqlglot's DuckDB SQL;
 * ``SELECT *`` over a join whose tables share column names: DuckDB names the columns of
   ``__parts`` ``id``, ``id_1``..., where a single DuckDB returns ``id`` twice.
@@ -122,43 +123,45 @@ _DUCKDB_KEYWORDS = frozenset("""
 abort absolute access action add admin after aggregate all also alter always analyse analyze and
 anti any approx array as asc asof assertion assignment asymmetric at attach attribute
 authorization backward before begin between bigint binary bit boolean both by cache call called
-cascade cascaded case cast catalog centuries century char character characteristics check
-checkpoint class close cluster coalesce collate collation column columns comment comments commit
-committed compression concurrently configuration conflict connection constraint constraints
-content continue conversion copy cost create cross csv cube current cursor cycle data database
-day days deallocate dec decade decades decimal declare default defaults deferrable deferred
-definer delete delimiter delimiters depends desc describe detach dictionary disable discard
-distinct do document domain double drop each else enable encoding encrypted end enum error
-escape event except exclude excluding exclusive execute exists explain export export_state
-extension extensions external extract false family fetch filter first float following for force
-foreign forward freeze from full function functions generated glob global grant granted group
-grouping grouping_id groups handler having header hold hour hours identity if ignore ilike
-immediate immutable implicit import in include including increment index indexes inherit
-inherits initially inline inner inout input insensitive insert install instead int integer
-intersect interval into invoker is isnull isolation join json key label language large last
-lateral leading leakproof left level like limit listen load local location lock locked logged
-macro map mapping match matched materialized maxvalue merge method microsecond microseconds
-millennia millennium millisecond milliseconds minute minutes minvalue mode month months move name
-names national natural nchar new next no none not nothing notify notnull nowait null nullif nulls
-numeric object of off offset oids old on only operator option options or order ordinality
-others out outer over overlaps overlay overriding owned owner parallel parser partial partition
+cascade cascaded case cast catalog centuries century chain char character characteristics check
+checkpoint class close cluster coalesce collate collation column columns columns comment
+comments commit committed compression concurrently configuration conflict connect connection
+constraint constraints content continue conversion copy cost create cross csv cube current
+cursor cycle data database day days deallocate dec decade decades decimal declare default
+defaults deferrable deferred definer delete delimiter delimiters depends desc describe destroy
+detach dictionary disable discard disconnect distance distinct do document domain double drop
+each else enable encoding encrypted end enum error escape event exact except exclude excluding
+exclusive execute exists explain export export_state extension extensions external extract false
+family fetch filter first float following for force foreign forward freeze from full function
+functions generated generated glob global grant granted group grouping grouping_id groups
+handler having header hold hour hours identity if ignore ilike immediate immutable implicit
+import in include including increment index indexes inherit inherits initially inline inner
+inout input insensitive insert install instead int integer intersect interval into invoker is
+isnull isolation join json key label lambda language large last lateral leading leakproof left
+level like limit listen load local location lock locked logged macro map map mapping match
+matched materialized maxvalue merge method microsecond microseconds millennia millennium
+millisecond milliseconds minute minutes minvalue mode month months move name names national
+natural nchar nearest new next no none not nothing notify notnull nowait null nullif nulls
+numeric object of off offset oids old on only operator option options or order ordinality others
+out outer over overlaps overlay overriding owned owner parallel parser partial partition
 partitioned passing password percent persistent pivot pivot_longer pivot_wider placing plans
 policy position positional pragma preceding precision prepare prepared preserve primary prior
 privileges procedural procedure program publication qualify quarter quarters quote range read
-real reassign recheck recursive ref references referencing refresh reindex relative release
-rename repeatable replace replica reset respect restart restrict returning returns revoke right
-role rollback rollup row rows rule sample savepoint schema schemas scope scroll search second
-seconds secret security select semi sequence sequences serializable server session set setof
-sets share show similar simple skip smallint snapshot some sorted source sql stable standalone
-start statement statistics stdin stdout storage stored strict strip struct subscription
-substring summarize symmetric sysid system table tables tablesample tablespace target temp
-template temporary text then ties time timestamp to trailing transaction transform treat trigger
-trim true truncate trusted try_cast tuple type types unbounded uncommitted unencrypted union
-unique unknown unlisten unlogged unpack unpivot until update use user using vacuum valid
-validate validator value values varchar variadic varying verbose version view views virtual
-volatile week weeks when where whitespace window with within without work wrapper write xml
-xmlattributes xmlconcat xmlelement xmlexists xmlforest xmlnamespaces xmlparse xmlpi xmlroot
-xmlserialize xmltable year years yes zone
+real reassign recheck recursive ref references referencing refresh register reindex relative
+release rename repeatable replace replica reset resource resources respect restart restrict
+returning returns revoke right role rollback rollup row rows rule sample savepoint schema
+schemas scope scroll search second seconds secret secure security select semi sequence sequences
+serializable server session set setof sets share show similar similarity simple skip smallint
+snapshot some sorted source sql stable standalone start statement statistics stdin stdout
+storage stored strict strip struct struct subscription substring summarize symmetric sysid
+system table tables tablesample tablespace target temp template temporary text then ties time
+timestamp to trailing transaction transform treat trigger trim true truncate trusted try_cast
+try_cast tuple tuple type types unbounded uncommitted unencrypted union unique unknown unlisten
+unlogged unpack unpivot until update use user using vacuum valid validate validator value values
+varchar variable variadic varying verbose version view views virtual volatile week weeks when
+where whitespace window with within without work wrapper write xml xmlattributes xmlconcat
+xmlelement xmlexists xmlforest xmlnamespaces xmlparse xmlpi xmlroot xmlserialize xmltable year
+years yes zone
 """.split())
 
 _SIMPLE_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -381,7 +384,7 @@ _BINARY_OPS: dict[type, str] = {
 }
 _TYPE_NAMES = {"INT": "INTEGER", "INT4": "INTEGER", "INT8": "BIGINT", "INT2": "SMALLINT",
                "REAL": "FLOAT", "FLOAT4": "FLOAT", "BOOL": "BOOLEAN", "NUMERIC": "DECIMAL",
-               "STRING": "VARCHAR", "CHAR": "VARCHAR", "BPCHAR": "VARCHAR"}
+               "STRING": "VARCHAR", "CHAR": "VARCHAR", "BPCHAR": "VARCHAR", "TEXT": "VARCHAR"}
 
 
 class _Namer:
@@ -491,6 +494,14 @@ class _Namer:
             return "count_star()"
         if isinstance(e, exp.Coalesce):
             return f"COALESCE({', '.join(r(a) for a in self.args(e))})"
+        if isinstance(e, exp.Log) and e.expression is not None:
+            # sqlglot reads log10(x), log2(x) and log(b, x) alike as Log(b, x)
+            name, base = self.func_name(e), _unparen(e.this)
+            if name == "log" and self.source is None and isinstance(base, exp.Literal) \
+                    and base.this in ("10", "2"):
+                name = "log" + base.this
+            if name in ("log10", "log2"):
+                return f"{name}({r(e.expression)})"
         if isinstance(e, exp.Anonymous):
             name = self.func_name(e)
             return f"{_quote_ident(name)}({', '.join(r(a) for a in e.expressions)})"

@@ -1,0 +1,532 @@
+"""Worker overhead: one real ``qengine worker`` process over gRPC vs DuckDB in-process.
+
+Three measurements, each repeated interleaved (worker, baseline, worker, baseline, ...) in one
+run on the same data, so the ratios are side by side on a shared, noisy machine:
+
+1. per-call overhead: a point query (``objectId = X``) on one chunk through gRPC (interactive
+   lane) vs the identical DuckDB query (the SQL the worker binds, precomputed) on a persistent
+   in-process connection configured like the lane; target < 3 ms added at p50.
+2. streaming: a full scan of the worker's files to the client (all batches consumed) vs
+   DuckDB in-process ``to_arrow_reader`` over the same files; target >= 0.8x rows/s.
+3. full-scan aggregates over all 8,983 chunks (85 stripes) through the worker vs one DuckDB over
+   a single Parquet file with the same rows; target <= 1.15x.
+
+The input (LSST-DR Object, ``catalogs.generate``, seed 42), the store (ingested with 85 x 12
+stripes/sub-stripes, overriding the catalogue's 340 x 3) and the single file are built once and
+cached under ``$QENGINE_CACHE/bench`` (default ``~/.cache/qengine/bench``).
+
+Run as ``qengine bench --suite worker [--worker-objects N] [--worker-reps R] [--worker-calls C]``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+CATALOG = "lsst_dr"
+DATABASE = "dp02"
+TABLE = "Object"
+SEED = 42
+GEN_BATCH = 200_000
+ROW_GROUP_ROWS = 100_000          # IngestOptions' default row group size
+WORKER_THREADS = 2                # `qengine worker` default (scan lane)
+WORKER_MEMORY = "2GB"
+INTERACTIVE_THREADS = 1           # Executor defaults for the interactive lane
+INTERACTIVE_MEMORY = "512MB"
+BATCH_ROWS = 65_536               # the worker's default batch size
+
+TARGET_ADDED_MS = 3.0
+TARGET_STREAM = 0.8
+TARGET_AGG = 1.15
+
+STREAM_COLUMNS = [                 # the ~20-column subset of the streaming test
+    "objectId", "coord_ra", "coord_dec", "tract", "patch", "detect_isPrimary", "refExtendedness",
+    "u_psfFlux", "g_psfFlux", "r_psfFlux", "i_psfFlux", "z_psfFlux", "y_psfFlux",
+    "g_psfFluxErr", "r_psfFluxErr", "i_psfFluxErr", "g_cModelFlux", "r_cModelFlux",
+    "i_cModelFlux", "r_extendedness",
+]
+AGG_QUERIES = {
+    "count/avg/max": "SELECT count(*) AS n, avg(g_psfFlux) AS g, max(coord_dec) AS d FROM {T}",
+    "GROUP BY dec band": ("SELECT CAST(floor(coord_dec / 10) AS INTEGER) AS band, count(*) AS n, "
+                          "avg(r_psfFlux) AS r FROM {T} GROUP BY band ORDER BY band"),
+}
+
+
+def _log(msg: str) -> None:
+    print(f"worker-bench: {msg}", file=sys.stderr, flush=True)
+
+
+def cache_root() -> Path:
+    env = os.environ.get("QENGINE_CACHE")
+    return Path(env) / "bench" if env else Path.home() / ".cache" / "qengine" / "bench"
+
+
+# ------------------------------------------------------------------------------ data
+@dataclass
+class Data:
+    root: Path                  # the store (data root of the worker)
+    single: Path                # the same rows in one Parquet file
+    files: list[Path]           # the store's data files of dp02.Object
+    rows: int
+    chunks: list[int]           # chunk ids holding rows
+    all_chunks: int             # chunks of the 85 x 12 chunker
+    single_bytes: int
+    store_bytes: int
+    row_groups: int
+
+
+def _generate(dest: Path, n: int, progress: bool) -> list[Path]:
+    from catalogs.generate import generate
+
+    marker = dest / ".complete"
+    if not marker.exists():
+        if dest.exists():
+            shutil.rmtree(dest)
+        tmp = Path(tempfile.mkdtemp(prefix=".input.", dir=dest.parent))
+        t0 = time.perf_counter()
+        _log(f"generating {CATALOG} Object for {n:,} objects (once; cached in {dest})")
+        generate(CATALOG, n, tmp, seed=SEED, batch_size=GEN_BATCH, tables=[TABLE], progress=progress)
+        tmp.rename(dest)
+        marker.write_text(json.dumps({"objects": n, "seed": SEED, "seconds": time.perf_counter() - t0}))
+    return sorted((dest / TABLE).glob("part-*.parquet"))
+
+
+def _ingest(dest: Path, inputs: list[Path]) -> None:
+    from catalogs.generate import _resolve_catalog
+    from partitioner.ingest import IngestOptions, ingest
+    from qengine.catalog import Partitioning
+
+    if (dest / ".complete").exists():
+        return
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp = Path(tempfile.mkdtemp(prefix=".store.", dir=dest.parent))
+    table = _resolve_catalog(CATALOG).tables[TABLE]
+    _log(f"ingesting into {dest} with 85 stripes x 12 sub-stripes (once; cached)")
+    res = ingest(tmp, DATABASE, table, inputs, partitioning=Partitioning(85, 12, 0.01667),
+                 options=IngestOptions(progress=False))
+    _log(res.summary())
+    tmp.rename(dest)
+    (dest / ".complete").write_text(res.summary())
+
+
+def _write_single(dest: Path, files: list[Path]) -> None:
+    """The store's data rows, in the same order, as ONE file written like the store writes
+    (pyarrow, zstd level 1, 100k-row groups, statistics, dictionary for strings only)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if dest.exists():
+        return
+    schema = pq.read_schema(files[0])
+    dictionary = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+    tmp = dest.with_suffix(".tmp")
+    _log(f"writing the single-file baseline {dest}")
+    with pq.ParquetWriter(str(tmp), schema, compression="zstd", compression_level=1,
+                          use_dictionary=dictionary, write_statistics=True) as w:
+        pending: list = []
+        held = 0
+        for f in files:
+            for b in pq.ParquetFile(f).iter_batches(batch_size=ROW_GROUP_ROWS):
+                pending.append(b)
+                held += b.num_rows
+                while held >= ROW_GROUP_ROWS:
+                    t = pa.Table.from_batches(pending, schema=schema)
+                    w.write_table(t.slice(0, ROW_GROUP_ROWS), row_group_size=ROW_GROUP_ROWS)
+                    rest = t.slice(ROW_GROUP_ROWS)
+                    pending, held = rest.to_batches(), rest.num_rows
+        if held:
+            w.write_table(pa.Table.from_batches(pending, schema=schema), row_group_size=ROW_GROUP_ROWS)
+    tmp.replace(dest)
+
+
+def prepare(n: int, progress: bool = True) -> Data:
+    import pyarrow.parquet as pq
+
+    from qengine.chunker import Chunker
+    from qengine.store import load_manifest, table_dir
+
+    base = cache_root() / f"worker-{n}-s{SEED}"
+    base.mkdir(parents=True, exist_ok=True)
+    inputs = _generate(base / "input", n, progress)
+    _ingest(base / "store", inputs)
+    root = base / "store"
+    tdir = table_dir(root, DATABASE, TABLE)
+    m = load_manifest(tdir)
+    entries = sorted(m.files_of("data"), key=lambda f: f.first_chunk)
+    files = [tdir / f.path for f in entries]
+    single = base / "single.parquet"
+    _write_single(single, files)
+    meta = pq.read_metadata(single)
+    return Data(root=root, single=single, files=files, rows=sum(f.rows for f in entries),
+                chunks=m.chunk_ids(), all_chunks=len(Chunker(85, 12).all_chunks()),
+                single_bytes=single.stat().st_size, store_bytes=sum(f.bytes for f in entries),
+                row_groups=meta.num_row_groups)
+
+
+# ------------------------------------------------------------------------------ worker
+class WorkerProc:
+    """A real ``qengine worker`` process on an ephemeral loopback port, with a shared secret."""
+
+    def __init__(self, root: Path) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="qe-worker-bench-"))
+        port_file = self.dir / "port"
+        secret = uuid.uuid4().hex
+        (self.dir / "secret").write_text(secret)
+        cmd = [sys.executable, "-m", "qengine.cli", "worker", "--data", str(root), "--port", "0",
+               "--port-file", str(port_file), "--secret-file", str(self.dir / "secret"),
+               "--threads", str(WORKER_THREADS), "--memory-limit", WORKER_MEMORY]
+        self.log = open(self.dir / "stderr", "w+")
+        self.proc = subprocess.Popen(cmd, stderr=self.log)
+        deadline = time.monotonic() + 120
+        while not port_file.exists():
+            if self.proc.poll() is not None:
+                self.log.seek(0)
+                raise RuntimeError(f"worker exited: {self.log.read()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("worker did not start within 120 s")
+            time.sleep(0.02)
+        self.pid = self.proc.pid
+        self.address = f"127.0.0.1:{int(port_file.read_text())}"
+        self.secret = secret
+
+    def client(self):
+        from qengine.workerclient import WorkerClient
+
+        return WorkerClient(self.address, self.secret)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=15)
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _lane(threads: int, memory: str):
+    import duckdb
+
+    return duckdb.connect(config={"threads": threads, "memory_limit": memory})
+
+
+def _drain(reader) -> int:
+    rows = 0
+    while True:
+        try:
+            rows += reader.read_next_batch().num_rows
+        except StopIteration:
+            return rows
+
+
+def _timed(fn: Callable[[], object]) -> tuple[float, object]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def _interleave(variants: dict[str, Callable[[], object]], reps: int) -> tuple[dict[str, list[float]], dict]:
+    """Run every variant ``reps`` times, interleaved, rotating the order each round."""
+    names = list(variants)
+    times: dict[str, list[float]] = {k: [] for k in names}
+    last: dict = {}
+    for r in range(reps):
+        for k in names[r % len(names):] + names[: r % len(names)]:
+            dt, last[k] = _timed(variants[k])
+            times[k].append(dt)
+    return times, last
+
+
+def _pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs), q))
+
+
+def _med(xs: list[float]) -> float:
+    return float(np.median(np.asarray(xs)))
+
+
+def _yes(ok: bool) -> str:
+    return "**met**" if ok else "**not met**"
+
+
+# ------------------------------------------------------------------------------ measurements
+def point_queries(d: Data, client, n_calls: int) -> tuple[str, dict]:
+    """(1) per-call overhead of a one-chunk point query."""
+    import duckdb  # noqa: F401
+
+    from worker.executor import Executor, QueryRequest, QueryStats
+    from worker.inventory import Inventory, bind_sql
+
+    con = _lane(INTERACTIVE_THREADS, INTERACTIVE_MEMORY)
+    # n_calls random objects (each with its chunk); the same list for every variant.
+    files = ", ".join(f"'{f}'" for f in d.files)
+    picks = con.sql(f"SELECT objectId, chunkId FROM read_parquet([{files}]) "
+                    f"USING SAMPLE {n_calls} ROWS (reservoir, {SEED})").fetchall()
+    inv = Inventory(d.root)
+    sql = "SELECT * FROM {{%s.%s}} WHERE objectId = %d"
+    bound = [bind_sql(inv, sql % (DATABASE, TABLE, oid), [cid]).sql for oid, cid in picks]
+    ex = Executor(inv, threads=WORKER_THREADS, memory_limit=WORKER_MEMORY)
+
+    def via_worker(i: int) -> int:
+        oid, cid = picks[i]
+        return client.query(sql % (DATABASE, TABLE, oid), chunk_ids=[cid], lane="interactive").num_rows
+
+    def via_duckdb(i: int) -> int:
+        return _drain(con.sql(bound[i]).to_arrow_reader(BATCH_ROWS))
+
+    def via_executor(i: int) -> int:
+        oid, cid = picks[i]
+        req = QueryRequest(query_id=uuid.uuid4().hex, sql=sql % (DATABASE, TABLE, oid), chunk_ids=[cid],
+                           uploads={}, lane="interactive")
+        return sum(b.num_rows for b in ex.execute(req, QueryStats()))
+
+    def via_trivial(i: int) -> int:
+        return client.query("SELECT 1 AS x", chunk_ids=[], lane="interactive").num_rows
+
+    def via_health(i: int) -> int:
+        client.health()
+        return 1
+
+    variants = {"worker (gRPC)": via_worker, "DuckDB in-process": via_duckdb,
+                "worker Executor in-process (no gRPC)": via_executor,
+                "worker (gRPC) `SELECT 1`, no chunks": via_trivial,
+                "gRPC Health() round trip": via_health}
+    for i in range(min(10, n_calls)):           # warm up every path
+        for fn in variants.values():
+            fn(i)
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    names = list(variants)
+    bad = 0
+    for i in range(n_calls):
+        rot = i % len(names)
+        rows = {}
+        for k in names[rot:] + names[:rot]:
+            dt, rows[k] = _timed(lambda: variants[k](i))
+            times[k].append(dt)
+        bad += rows["worker (gRPC)"] != 1 or rows["DuckDB in-process"] != 1
+    ex.close()
+    con.close()
+    if bad:
+        raise RuntimeError(f"point queries: {bad} of {n_calls} calls did not return exactly one row")
+    p50 = {k: _pct(v, 50) * 1e3 for k, v in times.items()}
+    p95 = {k: _pct(v, 95) * 1e3 for k, v in times.items()}
+    base = "DuckDB in-process"
+    added = p50["worker (gRPC)"] - p50[base]
+    out = ["| path | p50 ms | p95 ms | added at p50 (ms) |", "|---|---:|---:|---:|"]
+    for k in names:
+        add = f"{p50[k] - p50[base]:+.2f}" if k in ("worker (gRPC)", "worker Executor in-process (no gRPC)") else "-"
+        out.append(f"| {k} | {p50[k]:.2f} | {p95[k]:.2f} | {add} |")
+    text = "\n".join(out) + (
+        f"\n\n{n_calls} calls, each on a random object (`SELECT * FROM {{{{dp02.Object}}}} WHERE objectId = X`, "
+        f"`chunk_ids=[its chunk]`, lane `interactive`), the four paths interleaved call by call. "
+        f"The DuckDB baseline runs the SQL the worker binds (precomputed with `bind_sql`: "
+        f"`read_parquet([<the chunk's file>]) WHERE chunkId IN (c)`) on one persistent connection "
+        f"with {INTERACTIVE_THREADS} thread / {INTERACTIVE_MEMORY}, like the interactive lane. The in-process "
+        f"`worker.executor.Executor` path is the worker's own code without gRPC; `SELECT 1` (no chunks) and "
+        f"`Health()` show the fixed cost of an `Execute` stream and of a unary RPC. "
+        f"**Added at p50: {added:.2f} ms** (target < {TARGET_ADDED_MS:g} ms: {_yes(added < TARGET_ADDED_MS)}).\n")
+    return text, {"p50": p50, "p95": p95, "added_ms": added}
+
+
+def streaming(d: Data, client, reps: int) -> tuple[str, dict]:
+    """(2) rows/s of a full scan streamed to the client vs DuckDB in-process over the same files."""
+    con = _lane(WORKER_THREADS, WORKER_MEMORY)
+    files = ", ".join(f"'{f}'" for f in d.files)
+    cols = ", ".join(STREAM_COLUMNS)
+    rows_out = []
+    results = {}
+    for label, proj in (("all columns", "*"), (f"{len(STREAM_COLUMNS)} columns", cols)):
+        wsql = f"SELECT {proj} FROM {{{{{DATABASE}.{TABLE}}}}}"
+        dsql = f"SELECT {proj} FROM read_parquet([{files}])"
+
+        def via_worker() -> int:
+            return sum(b.num_rows for b in client.execute(wsql, lane="scan"))
+
+        def via_duckdb() -> int:
+            return _drain(con.sql(dsql).to_arrow_reader(BATCH_ROWS))
+
+        via_worker(), via_duckdb()              # warm up (page cache, connections)
+        times, last = _interleave({"worker": via_worker, "duckdb": via_duckdb}, reps)
+        if last["worker"] != d.rows or last["duckdb"] != d.rows:
+            raise RuntimeError(f"streaming {label}: worker {last['worker']:,} rows, DuckDB {last['duckdb']:,}, "
+                               f"expected {d.rows:,}")
+        mw, md = _med(times["worker"]), _med(times["duckdb"])
+        ratio = md / mw
+        results[label] = {"worker_s": mw, "duckdb_s": md, "ratio": ratio,
+                          "worker_all": times["worker"], "duckdb_all": times["duckdb"]}
+        rows_out.append(f"| {label} | {d.rows / mw:,.0f} | {d.rows / md:,.0f} | {ratio:.2f}x | "
+                        f"{_yes(ratio >= TARGET_STREAM)} |")
+    con.close()
+    text = ("| projection | worker -> client rows/s | DuckDB in-process rows/s | ratio | target >= "
+            f"{TARGET_STREAM}x |\n|---|---:|---:|---:|---|\n" + "\n".join(rows_out) + "\n\n"
+            f"`SELECT <projection> FROM {{{{dp02.Object}}}}` over every chunk (`all_chunks`, lane `scan`, "
+            f"{BATCH_ROWS:,}-row batches), every batch consumed by the client, vs "
+            f"`to_arrow_reader({BATCH_ROWS})` over the same {len(d.files)} store files in-process "
+            f"({WORKER_THREADS} threads both). The subset is {', '.join(STREAM_COLUMNS)}. "
+            f"Medians of {reps} interleaved runs.\n")
+    return text, results
+
+
+def aggregates(d: Data, client, reps: int) -> tuple[str, dict]:
+    """(3) full-scan aggregates over all chunks: worker vs one DuckDB over the single file."""
+    con = _lane(WORKER_THREADS, WORKER_MEMORY)
+    files = ", ".join(f"'{f}'" for f in d.files)
+    lines = ["| query | worker, all chunks | worker, explicit list of all chunks | DuckDB over the store files "
+             "| DuckDB over one file | ratio worker/one file | target <= 1.15x |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    results = {}
+    for label, q in AGG_QUERIES.items():
+        wsql = q.format(T=f"{{{{{DATABASE}.{TABLE}}}}}")
+        ssql = q.format(T=f"read_parquet('{d.single}')")
+        fsql = q.format(T=f"read_parquet([{files}])")
+        variants = {
+            "worker": lambda: client.query(wsql, lane="scan"),
+            "worker_list": lambda: client.query(wsql, lane="scan", chunk_ids=d.chunks),
+            "store_files": lambda: con.sql(fsql).to_arrow_table(),
+            "single": lambda: con.sql(ssql).to_arrow_table(),
+        }
+        for fn in variants.values():           # warm up
+            fn()
+        times, last = _interleave(variants, reps)
+        ref = last["single"].to_pylist()
+        for k in ("worker", "worker_list", "store_files"):
+            got = last[k].to_pylist()
+            if len(got) != len(ref) or any(
+                    any(abs(float(a[c]) - float(b[c])) > 1e-6 * max(1.0, abs(float(b[c]))) for c in b)
+                    for a, b in zip(got, ref)):
+                raise RuntimeError(f"aggregate {label}: {k} disagrees with the single-file answer")
+        med = {k: _med(v) for k, v in times.items()}
+        ratio = med["worker"] / med["single"]
+        results[label] = {"median_s": med, "ratio": ratio, "all": times}
+        lines.append(f"| {label} | {med['worker'] * 1e3:.0f} ms | {med['worker_list'] * 1e3:.0f} ms | "
+                     f"{med['store_files'] * 1e3:.0f} ms | {med['single'] * 1e3:.0f} ms | {ratio:.2f}x | "
+                     f"{_yes(ratio <= TARGET_AGG)} |")
+    con.close()
+    text = "\n".join(lines) + (
+        "\n\nQueries: " + "; ".join(f"{k}: `{v.format(T='T')}`" for k, v in AGG_QUERIES.items()) +
+        f". Worker: lane `scan`, {WORKER_THREADS} threads, either `all_chunks` (no chunk filter) or the "
+        f"explicit list of the {len(d.chunks):,} chunk ids (bound as `WHERE chunkId IN (<{len(d.chunks):,} ids>)`); "
+        f"time includes the RPC and reading the result. DuckDB in-process: one connection with "
+        f"{WORKER_THREADS} threads / {WORKER_MEMORY}. Medians of {reps} interleaved runs; answers checked equal.\n")
+    return text, results
+
+
+def breakdown(d: Data, worker_client) -> tuple[str, dict]:
+    """Costs of the worker's steps, timed in-process (median of many calls)."""
+    import pyarrow as pa
+
+    from qengine.proto import worker_pb2 as pb
+    from worker.executor import Executor
+    from worker.inventory import Inventory, bind_sql
+    from worker.server import _ipc
+
+    inv = Inventory(d.root)
+    ex = Executor(inv, threads=WORKER_THREADS, memory_limit=WORKER_MEMORY)
+    one = [d.chunks[len(d.chunks) // 2]]
+    sql = f"SELECT * FROM {{{{{DATABASE}.{TABLE}}}}} WHERE objectId = 1"
+    bound_one = bind_sql(inv, sql, one).sql
+    bound_all = bind_sql(inv, sql, d.chunks).sql
+
+    def med_of(fn: Callable[[], object], n: int) -> float:
+        ts = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        return _med(ts)
+
+    def cursor_cycle() -> None:
+        ex._lanes["interactive"].cursor().close()
+
+    lane = ex._lanes["scan"]
+    files = ", ".join(f"'{f}'" for f in d.files)
+    batch = lane.sql(f"SELECT * FROM read_parquet([{files}]) LIMIT {BATCH_ROWS}").to_arrow_table().combine_chunks().to_batches()[0]
+    point = lane.sql(bound_one.replace("objectId = 1", f"chunkId = {one[0]}") + " LIMIT 1").to_arrow_table()
+    point = point.to_batches()[0]
+    ipc1 = _ipc(point, point.schema)
+    ipc = _ipc(batch, batch.schema)
+    msg = pb.ResultBatch(arrow_ipc=ipc, rows=batch.num_rows)
+    wire = msg.SerializeToString()
+    rows = [
+        ("`Inventory.held_chunks()` (built on every Execute)", med_of(inv.held_chunks, 200)),
+        ("`bind_sql`, 1 chunk", med_of(lambda: bind_sql(inv, sql, one), 200)),
+        (f"`bind_sql`, {len(d.chunks):,} chunks", med_of(lambda: bind_sql(inv, sql, d.chunks), 50)),
+        ("`Executor._check_sql` (extract_statements), 1-chunk SQL", med_of(lambda: ex._check_sql(lane, bound_one), 200)),
+        (f"`Executor._check_sql`, {len(d.chunks):,}-chunk SQL", med_of(lambda: ex._check_sql(lane, bound_all), 50)),
+        ("lane `cursor()` + `close()`", med_of(cursor_cycle, 200)),
+        (f"`_ipc` of the 1-row point-query result ({len(ipc1):,} bytes, schema included)", med_of(lambda: _ipc(point, point.schema), 200)),
+        ("client decode of it (`open_stream` + read)", med_of(lambda: list(pa.ipc.open_stream(pa.py_buffer(ipc1))), 200)),
+        (f"`_ipc` of one {BATCH_ROWS:,}-row `SELECT *` batch ({len(ipc) / 2**20:.1f} MiB)", med_of(lambda: _ipc(batch, batch.schema), 10)),
+        ("`ResultBatch(...).SerializeToString()` of it", med_of(lambda: pb.ResultBatch(arrow_ipc=ipc, rows=1).SerializeToString(), 10)),
+        ("`ResultBatch.FromString` of it (client)", med_of(lambda: pb.ResultBatch.FromString(wire), 10)),
+        ("client `pa.ipc.open_stream` + read of it", med_of(lambda: list(pa.ipc.open_stream(pa.py_buffer(ipc))), 10)),
+    ]
+    ex.close()
+    text = "| step | median ms |\n|---|---:|\n" + "\n".join(f"| {k} | {v * 1e3:.3f} |" for k, v in rows) + "\n"
+    return text, {k: v for k, v in rows}
+
+
+def run(args: argparse.Namespace) -> tuple[str, str]:
+    n = getattr(args, "worker_objects", 2_000_000)
+    reps = getattr(args, "worker_reps", 7)
+    calls = getattr(args, "worker_calls", 200)
+    d = prepare(n, progress=sys.stderr.isatty())
+    _log(f"{d.rows:,} rows in {len(d.chunks):,} of {d.all_chunks:,} chunks, {len(d.files)} store files "
+         f"({d.store_bytes / 2**20:.0f} MiB); single file {d.single_bytes / 2**20:.0f} MiB")
+    w = WorkerProc(d.root)
+    try:
+        with w.client() as client:
+            client.health(timeout=30)
+            _log(f"worker pid {w.pid} at {w.address}")
+            _log(f"(1) point queries: {calls} calls x 4 paths")
+            t1, r1 = point_queries(d, client, calls)
+            _log(f"    added at p50: {r1['added_ms']:.2f} ms")
+            _log(f"(2) streaming: {reps} interleaved reps")
+            t2, r2 = streaming(d, client, reps)
+            _log("    " + ", ".join(f"{k}: {v['ratio']:.2f}x" for k, v in r2.items()))
+            _log(f"(3) aggregates: {reps} interleaved reps")
+            t3, r3 = aggregates(d, client, reps)
+            _log("    " + ", ".join(f"{k}: {v['ratio']:.2f}x" for k, v in r3.items()))
+            t4, _ = breakdown(d, client)
+    finally:
+        w.stop()
+    body = (
+        f"One `qengine worker` process (gRPC on loopback, shared secret, scan lane {WORKER_THREADS} threads "
+        f"/ {WORKER_MEMORY}, interactive lane {INTERACTIVE_THREADS} thread / {INTERACTIVE_MEMORY}) and "
+        f"`qengine.workerclient.WorkerClient` vs DuckDB in the benchmark process. Data: LSST-DR `Object` "
+        f"(`catalogs.generate`, seed {SEED}, {d.rows:,} rows, 83+2 columns) ingested with 85 stripes x 12 "
+        f"sub-stripes: rows in {len(d.chunks):,} of the {d.all_chunks:,} chunks, {len(d.files)} data files "
+        f"({d.store_bytes / 2**20:.0f} MiB). The single-file baseline holds the same rows in the same order "
+        f"({d.single_bytes / 2**20:.0f} MiB, {d.row_groups} row groups) written like the store writes: "
+        f"pyarrow, zstd level 1, {ROW_GROUP_ROWS:,}-row groups, statistics, dictionary encoding for "
+        f"string columns only.\n\n"
+        f"### Per-call overhead (point query on one chunk)\n\n{t1}\n"
+        f"### Streaming a full scan\n\n{t2}\n"
+        f"### Full-scan aggregates over all chunks\n\n{t3}\n"
+        f"### Where a call's time goes (in-process timings of the worker's steps)\n\n{t4}"
+    )
+    return "Worker overhead", body
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--worker-objects", type=int, default=200_000)
+    ap.add_argument("--worker-reps", type=int, default=5)
+    ap.add_argument("--worker-calls", type=int, default=200)
+    title, text = run(ap.parse_args())
+    print(f"## {title}\n{text}")
