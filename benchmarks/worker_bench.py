@@ -28,9 +28,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -45,6 +45,7 @@ WORKER_MEMORY = "2GB"
 INTERACTIVE_THREADS = 1           # Executor defaults for the interactive lane
 INTERACTIVE_MEMORY = "512MB"
 BATCH_ROWS = 65_536               # the worker's default batch size
+SMALL_BATCH = 8_192               # diagnostic: smaller gRPC messages
 
 TARGET_ADDED_MS = 3.0
 TARGET_STREAM = 0.8
@@ -187,7 +188,7 @@ class WorkerProc:
         cmd = [sys.executable, "-m", "qengine.cli", "worker", "--data", str(root), "--port", "0",
                "--port-file", str(port_file), "--secret-file", str(self.dir / "secret"),
                "--threads", str(WORKER_THREADS), "--memory-limit", WORKER_MEMORY]
-        self.log = open(self.dir / "stderr", "w+")
+        self.log = open(self.dir / "stderr", "w+")  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(cmd, stderr=self.log)
         deadline = time.monotonic() + 120
         while not port_file.exists():
@@ -249,7 +250,13 @@ def _interleave(variants: dict[str, Callable[[], object]], reps: int) -> tuple[d
         for k in names[r % len(names):] + names[: r % len(names)]:
             dt, last[k] = _timed(variants[k])
             times[k].append(dt)
+        _log(f"      round {r + 1}: " + ", ".join(f"{k} {times[k][-1] * 1e3:.0f} ms" for k in names))
     return times, last
+
+
+def _paired_ratio(a: list[float], b: list[float]) -> float:
+    """Median over rounds of a/b, each round's two runs measured next to each other."""
+    return float(np.median(np.asarray(a) / np.asarray(b)))
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -267,13 +274,11 @@ def _yes(ok: bool) -> str:
 # ------------------------------------------------------------------------------ measurements
 def point_queries(d: Data, client, n_calls: int) -> tuple[str, dict]:
     """(1) per-call overhead of a one-chunk point query."""
-    import duckdb  # noqa: F401
-
     from worker.executor import Executor, QueryRequest, QueryStats
     from worker.inventory import Inventory, bind_sql
 
     con = _lane(INTERACTIVE_THREADS, INTERACTIVE_MEMORY)
-    # n_calls random objects (each with its chunk); the same list for every variant.
+    # n_calls random objects (each with its chunk); the same list for every path.
     files = ", ".join(f"'{f}'" for f in d.files)
     picks = con.sql(f"SELECT objectId, chunkId FROM read_parquet([{files}]) "
                     f"USING SAMPLE {n_calls} ROWS (reservoir, {SEED})").fetchall()
@@ -298,14 +303,17 @@ def point_queries(d: Data, client, n_calls: int) -> tuple[str, dict]:
     def via_trivial(i: int) -> int:
         return client.query("SELECT 1 AS x", chunk_ids=[], lane="interactive").num_rows
 
+    def via_trivial_local(i: int) -> int:
+        return _drain(con.sql("SELECT 1 AS x").to_arrow_reader(BATCH_ROWS))
+
     def via_health(i: int) -> int:
         client.health()
         return 1
 
-    variants = {"worker (gRPC)": via_worker, "DuckDB in-process": via_duckdb,
-                "worker Executor in-process (no gRPC)": via_executor,
-                "worker (gRPC) `SELECT 1`, no chunks": via_trivial,
-                "gRPC Health() round trip": via_health}
+    W, B, E = "worker (gRPC)", "DuckDB in-process", "worker `Executor` in-process (no gRPC)"
+    TW, TB = "worker (gRPC), `SELECT 1`", "DuckDB in-process, `SELECT 1`"
+    variants = {W: via_worker, B: via_duckdb, E: via_executor, TW: via_trivial, TB: via_trivial_local,
+                "gRPC `Health()` (unary RPC)": via_health}
     for i in range(min(10, n_calls)):           # warm up every path
         for fn in variants.values():
             fn(i)
@@ -316,31 +324,39 @@ def point_queries(d: Data, client, n_calls: int) -> tuple[str, dict]:
         rot = i % len(names)
         rows = {}
         for k in names[rot:] + names[:rot]:
-            dt, rows[k] = _timed(lambda: variants[k](i))
+            dt, rows[k] = _timed(lambda fn=variants[k], i=i: fn(i))
             times[k].append(dt)
-        bad += rows["worker (gRPC)"] != 1 or rows["DuckDB in-process"] != 1
+        bad += rows[W] != 1 or rows[B] != 1 or rows[E] != 1
     ex.close()
     con.close()
     if bad:
         raise RuntimeError(f"point queries: {bad} of {n_calls} calls did not return exactly one row")
-    p50 = {k: _pct(v, 50) * 1e3 for k, v in times.items()}
-    p95 = {k: _pct(v, 95) * 1e3 for k, v in times.items()}
-    base = "DuckDB in-process"
-    added = p50["worker (gRPC)"] - p50[base]
-    out = ["| path | p50 ms | p95 ms | added at p50 (ms) |", "|---|---:|---:|---:|"]
+    ms = {k: np.asarray(v) * 1e3 for k, v in times.items()}
+    p50 = {k: float(np.median(v)) for k, v in ms.items()}
+    p95 = {k: float(np.percentile(v, 95)) for k, v in ms.items()}
+    paired = {W: float(np.median(ms[W] - ms[B])), E: float(np.median(ms[E] - ms[B])),
+              TW: float(np.median(ms[TW] - ms[TB]))}
+    base_of = {W: B, E: B, TW: TB}
+    added = paired[W]
+    out = ["| path | p50 ms | p95 ms | added: p50 - p50 of baseline (ms) | added: median of paired differences (ms) |",
+           "|---|---:|---:|---:|---:|"]
     for k in names:
-        add = f"{p50[k] - p50[base]:+.2f}" if k in ("worker (gRPC)", "worker Executor in-process (no gRPC)") else "-"
-        out.append(f"| {k} | {p50[k]:.2f} | {p95[k]:.2f} | {add} |")
+        a = f"{p50[k] - p50[base_of[k]]:+.2f}" if k in base_of else "-"
+        b = f"{paired[k]:+.2f}" if k in paired else "-"
+        out.append(f"| {k} | {p50[k]:.2f} | {p95[k]:.2f} | {a} | {b} |")
     text = "\n".join(out) + (
-        f"\n\n{n_calls} calls, each on a random object (`SELECT * FROM {{{{dp02.Object}}}} WHERE objectId = X`, "
-        f"`chunk_ids=[its chunk]`, lane `interactive`), the four paths interleaved call by call. "
-        f"The DuckDB baseline runs the SQL the worker binds (precomputed with `bind_sql`: "
+        f"\n\n{n_calls} calls per path, each on a random object (`SELECT * FROM {{{{dp02.Object}}}} WHERE "
+        f"objectId = X`, `chunk_ids=[its chunk]`, lane `interactive`), the paths interleaved call by call "
+        f"(order rotated). The DuckDB baseline runs the SQL the worker binds (precomputed with `bind_sql`: "
         f"`read_parquet([<the chunk's file>]) WHERE chunkId IN (c)`) on one persistent connection "
-        f"with {INTERACTIVE_THREADS} thread / {INTERACTIVE_MEMORY}, like the interactive lane. The in-process "
-        f"`worker.executor.Executor` path is the worker's own code without gRPC; `SELECT 1` (no chunks) and "
-        f"`Health()` show the fixed cost of an `Execute` stream and of a unary RPC. "
-        f"**Added at p50: {added:.2f} ms** (target < {TARGET_ADDED_MS:g} ms: {_yes(added < TARGET_ADDED_MS)}).\n")
-    return text, {"p50": p50, "p95": p95, "added_ms": added}
+        f"with {INTERACTIVE_THREADS} thread / {INTERACTIVE_MEMORY}, like the interactive lane. The "
+        f"`Executor` path is the worker's own code without gRPC; `SELECT 1` (no chunks, worker vs "
+        f"in-process) isolates the fixed cost of an `Execute` call, `Health()` that of a unary RPC. "
+        f"\"Paired\" is the median over calls of (path - baseline) on the same object, run back to back, "
+        f"which cancels most of the point query's own variance. "
+        f"**Added at p50 (paired): {added:.2f} ms; `SELECT 1`: {paired[TW]:.2f} ms** (target < "
+        f"{TARGET_ADDED_MS:g} ms: {_yes(added < TARGET_ADDED_MS)}).\n")
+    return text, {"p50": p50, "p95": p95, "paired": paired, "added_ms": added}
 
 
 def streaming(d: Data, client, reps: int) -> tuple[str, dict]:
@@ -350,58 +366,122 @@ def streaming(d: Data, client, reps: int) -> tuple[str, dict]:
     cols = ", ".join(STREAM_COLUMNS)
     rows_out = []
     results = {}
-    for label, proj in (("all columns", "*"), (f"{len(STREAM_COLUMNS)} columns", cols)):
+    for label, proj in (("all 85 columns", "*"), (f"{len(STREAM_COLUMNS)} columns", cols)):
         wsql = f"SELECT {proj} FROM {{{{{DATABASE}.{TABLE}}}}}"
         dsql = f"SELECT {proj} FROM read_parquet([{files}])"
-
-        def via_worker() -> int:
-            return sum(b.num_rows for b in client.execute(wsql, lane="scan"))
-
-        def via_duckdb() -> int:
-            return _drain(con.sql(dsql).to_arrow_reader(BATCH_ROWS))
-
-        via_worker(), via_duckdb()              # warm up (page cache, connections)
-        times, last = _interleave({"worker": via_worker, "duckdb": via_duckdb}, reps)
-        if last["worker"] != d.rows or last["duckdb"] != d.rows:
-            raise RuntimeError(f"streaming {label}: worker {last['worker']:,} rows, DuckDB {last['duckdb']:,}, "
-                               f"expected {d.rows:,}")
-        mw, md = _med(times["worker"]), _med(times["duckdb"])
-        ratio = md / mw
-        results[label] = {"worker_s": mw, "duckdb_s": md, "ratio": ratio,
-                          "worker_all": times["worker"], "duckdb_all": times["duckdb"]}
-        rows_out.append(f"| {label} | {d.rows / mw:,.0f} | {d.rows / md:,.0f} | {ratio:.2f}x | "
+        variants = {
+            "worker": lambda w=wsql: sum(b.num_rows for b in client.execute(w, lane="scan")),
+            "worker_small": lambda w=wsql: sum(b.num_rows for b in client.execute(w, lane="scan", batch_rows=SMALL_BATCH)),
+            "duckdb": lambda q=dsql: _drain(con.sql(q).to_arrow_reader(BATCH_ROWS)),
+        }
+        for fn in variants.values():            # warm up (page cache, connections)
+            fn()
+        _log(f"    streaming {label}")
+        times, last = _interleave(variants, reps)
+        for k, v in last.items():
+            if v != d.rows:
+                raise RuntimeError(f"streaming {label}: {k} returned {v:,} rows, expected {d.rows:,}")
+        med = {k: _med(v) for k, v in times.items()}
+        ratio = _paired_ratio(times["duckdb"], times["worker"])
+        ratio_small = _paired_ratio(times["duckdb"], times["worker_small"])
+        results[label] = {"median_s": med, "ratio": ratio, "ratio_small": ratio_small, "all": times}
+        rows_out.append(f"| {label} | {d.rows / med['worker']:,.0f} | {d.rows / med['worker_small']:,.0f} | "
+                        f"{d.rows / med['duckdb']:,.0f} | {ratio:.2f}x | {ratio_small:.2f}x | "
                         f"{_yes(ratio >= TARGET_STREAM)} |")
     con.close()
-    text = ("| projection | worker -> client rows/s | DuckDB in-process rows/s | ratio | target >= "
-            f"{TARGET_STREAM}x |\n|---|---:|---:|---:|---|\n" + "\n".join(rows_out) + "\n\n"
-            f"`SELECT <projection> FROM {{{{dp02.Object}}}}` over every chunk (`all_chunks`, lane `scan`, "
-            f"{BATCH_ROWS:,}-row batches), every batch consumed by the client, vs "
-            f"`to_arrow_reader({BATCH_ROWS})` over the same {len(d.files)} store files in-process "
-            f"({WORKER_THREADS} threads both). The subset is {', '.join(STREAM_COLUMNS)}. "
-            f"Medians of {reps} interleaved runs.\n")
+    text = ("| projection | worker -> client rows/s (default 65,536-row batches) | worker, "
+            f"{SMALL_BATCH:,}-row batches | DuckDB in-process rows/s | ratio | ratio, {SMALL_BATCH:,}-row "
+            f"batches | target >= {TARGET_STREAM}x |\n|---|---:|---:|---:|---:|---:|---|\n"
+            + "\n".join(rows_out) + "\n\n"
+            f"`SELECT <projection> FROM {{{{dp02.Object}}}}` over every chunk (`all_chunks`, lane `scan`), every "
+            f"batch consumed by the client, vs `to_arrow_reader({BATCH_ROWS})` over the same {len(d.files)} store "
+            f"files in-process ({WORKER_THREADS} DuckDB threads both). The {len(STREAM_COLUMNS)}-column subset is "
+            f"{', '.join(STREAM_COLUMNS)}. Rates from medians of {reps} interleaved rounds; ratios are "
+            f"medians of the per-round ratios (worker rows/s / DuckDB rows/s). The {SMALL_BATCH:,}-row column "
+            f"only changes the client's `batch_rows` (a diagnostic: smaller gRPC messages).\n")
     return text, results
+
+
+def transport(d: Data, reps: int = 3) -> tuple[str, dict]:
+    """The ceiling: Python gRPC streaming ready-made bytes between two processes, no encoding at all."""
+    import grpc
+    import pyarrow.parquet as pq
+
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.worker_bench", "rawserver"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(proc.stdout.readline())
+        ch = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", 512 << 20)])
+        call = ch.unary_stream("/bench.Raw/Stream", request_serializer=None, response_deserializer=None)
+        total = 1 << 30
+        out = {}
+        for mib in (30, 4, 1):
+            size = mib << 20
+            req = f"{total // size},{size}".encode()
+            sum(len(m) for m in call(req))      # warm up
+            ts = []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                got = sum(len(m) for m in call(req))
+                ts.append(time.perf_counter() - t0)
+            out[mib] = got / _med(ts) / 2**20
+        ch.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    # Arrow bytes per row of SELECT * (the IPC size of the first batch of the store).
+    first = pq.ParquetFile(d.files[0]).read_row_group(0).slice(0, BATCH_ROWS)
+    per_row = first.nbytes / first.num_rows
+    text = (f"| message size | MiB/s | = `SELECT *` rows/s at {per_row:.0f} Arrow bytes/row |\n|---:|---:|---:|\n"
+            + "\n".join(f"| {mib} MiB | {r:,.0f} | {r * 2**20 / per_row:,.0f} |" for mib, r in out.items())
+            + f"\n\n1 GiB streamed as ready-made `bytes` messages from a bare Python gRPC server process "
+              f"(identity serializers, no Arrow, no protobuf) to this process; median of {reps}. This is an "
+              f"upper bound for any Python-gRPC worker on this machine, before DuckDB (which needs the same "
+              f"{os.cpu_count()} cores) produces a single row.\n")
+    return text, {"mib_s": out, "bytes_per_row": per_row}
+
+
+def _rawserver() -> None:
+    from concurrent import futures
+
+    import grpc
+
+    def stream(req, ctx):
+        n, size = map(int, req.decode().split(","))
+        payload = b"x" * size
+        for _ in range(n):
+            yield payload
+
+    server = grpc.server(futures.ThreadPoolExecutor(4), options=[("grpc.max_send_message_length", 64 << 20)])
+    handler = grpc.unary_stream_rpc_method_handler(stream, request_deserializer=None, response_serializer=None)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Raw", {"Stream": handler}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    print(port, flush=True)
+    server.wait_for_termination()
 
 
 def aggregates(d: Data, client, reps: int) -> tuple[str, dict]:
     """(3) full-scan aggregates over all chunks: worker vs one DuckDB over the single file."""
     con = _lane(WORKER_THREADS, WORKER_MEMORY)
     files = ", ".join(f"'{f}'" for f in d.files)
-    lines = ["| query | worker, all chunks | worker, explicit list of all chunks | DuckDB over the store files "
-             "| DuckDB over one file | ratio worker/one file | target <= 1.15x |",
-             "|---|---:|---:|---:|---:|---:|---|"]
+    lines = [("| query | worker, all chunks | worker, explicit list of all chunks | DuckDB over the store files "
+              "| DuckDB over one file | ratio worker/one file | ratio, explicit list | target <= 1.15x |"),
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
     results = {}
     for label, q in AGG_QUERIES.items():
         wsql = q.format(T=f"{{{{{DATABASE}.{TABLE}}}}}")
         ssql = q.format(T=f"read_parquet('{d.single}')")
         fsql = q.format(T=f"read_parquet([{files}])")
         variants = {
-            "worker": lambda: client.query(wsql, lane="scan"),
-            "worker_list": lambda: client.query(wsql, lane="scan", chunk_ids=d.chunks),
-            "store_files": lambda: con.sql(fsql).to_arrow_table(),
-            "single": lambda: con.sql(ssql).to_arrow_table(),
+            "worker": lambda w=wsql: client.query(w, lane="scan"),
+            "worker_list": lambda w=wsql: client.query(w, lane="scan", chunk_ids=d.chunks),
+            "store_files": lambda q=fsql: con.sql(q).to_arrow_table(),
+            "single": lambda q=ssql: con.sql(q).to_arrow_table(),
         }
         for fn in variants.values():           # warm up
             fn()
+        _log(f"    aggregate {label}")
         times, last = _interleave(variants, reps)
         ref = last["single"].to_pylist()
         for k in ("worker", "worker_list", "store_files"):
@@ -411,22 +491,24 @@ def aggregates(d: Data, client, reps: int) -> tuple[str, dict]:
                     for a, b in zip(got, ref)):
                 raise RuntimeError(f"aggregate {label}: {k} disagrees with the single-file answer")
         med = {k: _med(v) for k, v in times.items()}
-        ratio = med["worker"] / med["single"]
-        results[label] = {"median_s": med, "ratio": ratio, "all": times}
+        ratio = _paired_ratio(times["worker"], times["single"])
+        ratio_list = _paired_ratio(times["worker_list"], times["single"])
+        results[label] = {"median_s": med, "ratio": ratio, "ratio_list": ratio_list, "all": times}
         lines.append(f"| {label} | {med['worker'] * 1e3:.0f} ms | {med['worker_list'] * 1e3:.0f} ms | "
                      f"{med['store_files'] * 1e3:.0f} ms | {med['single'] * 1e3:.0f} ms | {ratio:.2f}x | "
-                     f"{_yes(ratio <= TARGET_AGG)} |")
+                     f"{ratio_list:.2f}x | {_yes(ratio <= TARGET_AGG)} |")
     con.close()
     text = "\n".join(lines) + (
         "\n\nQueries: " + "; ".join(f"{k}: `{v.format(T='T')}`" for k, v in AGG_QUERIES.items()) +
         f". Worker: lane `scan`, {WORKER_THREADS} threads, either `all_chunks` (no chunk filter) or the "
         f"explicit list of the {len(d.chunks):,} chunk ids (bound as `WHERE chunkId IN (<{len(d.chunks):,} ids>)`); "
-        f"time includes the RPC and reading the result. DuckDB in-process: one connection with "
-        f"{WORKER_THREADS} threads / {WORKER_MEMORY}. Medians of {reps} interleaved runs; answers checked equal.\n")
+        f"its time includes the RPC and reading the result. DuckDB in-process: one connection with "
+        f"{WORKER_THREADS} threads / {WORKER_MEMORY}. Times are medians of {reps} interleaved rounds, ratios "
+        f"medians of the per-round ratios; answers checked equal.\n")
     return text, results
 
 
-def breakdown(d: Data, worker_client) -> tuple[str, dict]:
+def breakdown(d: Data) -> tuple[str, dict]:
     """Costs of the worker's steps, timed in-process (median of many calls)."""
     import pyarrow as pa
 
@@ -455,30 +537,48 @@ def breakdown(d: Data, worker_client) -> tuple[str, dict]:
 
     lane = ex._lanes["scan"]
     files = ", ".join(f"'{f}'" for f in d.files)
-    batch = lane.sql(f"SELECT * FROM read_parquet([{files}]) LIMIT {BATCH_ROWS}").to_arrow_table().combine_chunks().to_batches()[0]
     point = lane.sql(bound_one.replace("objectId = 1", f"chunkId = {one[0]}") + " LIMIT 1").to_arrow_table()
     point = point.to_batches()[0]
     ipc1 = _ipc(point, point.schema)
-    ipc = _ipc(batch, batch.schema)
-    msg = pb.ResultBatch(arrow_ipc=ipc, rows=batch.num_rows)
-    wire = msg.SerializeToString()
     rows = [
-        ("`Inventory.held_chunks()` (built on every Execute)", med_of(inv.held_chunks, 200)),
+        ("`Inventory.held_chunks()` (a new set on every `Execute`)", med_of(inv.held_chunks, 200)),
         ("`bind_sql`, 1 chunk", med_of(lambda: bind_sql(inv, sql, one), 200)),
-        (f"`bind_sql`, {len(d.chunks):,} chunks", med_of(lambda: bind_sql(inv, sql, d.chunks), 50)),
-        ("`Executor._check_sql` (extract_statements), 1-chunk SQL", med_of(lambda: ex._check_sql(lane, bound_one), 200)),
-        (f"`Executor._check_sql`, {len(d.chunks):,}-chunk SQL", med_of(lambda: ex._check_sql(lane, bound_all), 50)),
+        (f"`bind_sql`, {len(d.chunks):,} chunks", med_of(lambda: bind_sql(inv, sql, d.chunks), 20)),
+        ("`Executor._check_sql` (`extract_statements`), 1-chunk SQL", med_of(lambda: ex._check_sql(lane, bound_one), 200)),
+        (f"`Executor._check_sql`, {len(d.chunks):,}-chunk SQL ({len(bound_all) / 1024:.0f} KiB)",
+         med_of(lambda: ex._check_sql(lane, bound_all), 10)),
+        (f"`con.sql(...)` (parse + bind, no execution), {len(d.chunks):,}-chunk SQL",
+         med_of(lambda: lane.sql(bound_all), 10)),
         ("lane `cursor()` + `close()`", med_of(cursor_cycle, 200)),
-        (f"`_ipc` of the 1-row point-query result ({len(ipc1):,} bytes, schema included)", med_of(lambda: _ipc(point, point.schema), 200)),
+        (f"`_ipc` of the 1-row point-query result ({len(ipc1):,} bytes: the 85-field schema in every message)",
+         med_of(lambda: _ipc(point, point.schema), 200)),
         ("client decode of it (`open_stream` + read)", med_of(lambda: list(pa.ipc.open_stream(pa.py_buffer(ipc1))), 200)),
-        (f"`_ipc` of one {BATCH_ROWS:,}-row `SELECT *` batch ({len(ipc) / 2**20:.1f} MiB)", med_of(lambda: _ipc(batch, batch.schema), 10)),
-        ("`ResultBatch(...).SerializeToString()` of it", med_of(lambda: pb.ResultBatch(arrow_ipc=ipc, rows=1).SerializeToString(), 10)),
-        ("`ResultBatch.FromString` of it (client)", med_of(lambda: pb.ResultBatch.FromString(wire), 10)),
-        ("client `pa.ipc.open_stream` + read of it", med_of(lambda: list(pa.ipc.open_stream(pa.py_buffer(ipc))), 10)),
     ]
+    for n in (BATCH_ROWS, SMALL_BATCH):
+        batch = lane.sql(f"SELECT * FROM read_parquet([{files}]) LIMIT {n}").to_arrow_table().combine_chunks().to_batches()[0]
+        ipc = _ipc(batch, batch.schema)
+        msg = pb.ResultBatch(arrow_ipc=ipc, rows=batch.num_rows)
+        wire = msg.SerializeToString()
+        mib = len(ipc) / 2**20
+        reps = 10 if n == BATCH_ROWS else 40
+        steps = [
+            ("`_ipc` (IPC stream into a growing buffer + `to_pybytes` copy)", med_of(lambda b=batch: _ipc(b, b.schema), reps)),
+            ("`pb.ResultBatch(arrow_ipc=...)` (copies the bytes)", med_of(lambda x=ipc: pb.ResultBatch(arrow_ipc=x, rows=1), reps)),
+            ("`SerializeToString()` (gRPC's serializer; copies again)", med_of(msg.SerializeToString, reps)),
+            ("client `ResultBatch.FromString` (copy)", med_of(lambda x=wire: pb.ResultBatch.FromString(x), reps)),
+        ]
+        for k, v in steps:
+            rows.append((f"{n:,}-row `SELECT *` batch ({mib:.1f} MiB): {k}; {mib / v:,.0f} MiB/s", v))
     ex.close()
     text = "| step | median ms |\n|---|---:|\n" + "\n".join(f"| {k} | {v * 1e3:.3f} |" for k, v in rows) + "\n"
     return text, {k: v for k, v in rows}
+
+
+def _load() -> str:
+    try:
+        return " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
 
 
 def run(args: argparse.Namespace) -> tuple[str, str]:
@@ -488,23 +588,27 @@ def run(args: argparse.Namespace) -> tuple[str, str]:
     d = prepare(n, progress=sys.stderr.isatty())
     _log(f"{d.rows:,} rows in {len(d.chunks):,} of {d.all_chunks:,} chunks, {len(d.files)} store files "
          f"({d.store_bytes / 2**20:.0f} MiB); single file {d.single_bytes / 2**20:.0f} MiB")
+    load0 = _load()
     w = WorkerProc(d.root)
     try:
         with w.client() as client:
             client.health(timeout=30)
             _log(f"worker pid {w.pid} at {w.address}")
-            _log(f"(1) point queries: {calls} calls x 4 paths")
+            _log(f"(1) point queries: {calls} calls x 6 paths")
             t1, r1 = point_queries(d, client, calls)
-            _log(f"    added at p50: {r1['added_ms']:.2f} ms")
-            _log(f"(2) streaming: {reps} interleaved reps")
+            _log(f"    added at p50 (paired): {r1['added_ms']:.2f} ms")
+            _log(f"(2) streaming: {reps} interleaved rounds")
             t2, r2 = streaming(d, client, reps)
             _log("    " + ", ".join(f"{k}: {v['ratio']:.2f}x" for k, v in r2.items()))
-            _log(f"(3) aggregates: {reps} interleaved reps")
+            _log(f"(3) aggregates: {reps} interleaved rounds")
             t3, r3 = aggregates(d, client, reps)
             _log("    " + ", ".join(f"{k}: {v['ratio']:.2f}x" for k, v in r3.items()))
-            t4, _ = breakdown(d, client)
     finally:
         w.stop()
+    _log("transport ceiling and step costs")
+    t5, _ = transport(d)
+    t4, _ = breakdown(d)
+    load1 = _load()
     body = (
         f"One `qengine worker` process (gRPC on loopback, shared secret, scan lane {WORKER_THREADS} threads "
         f"/ {WORKER_MEMORY}, interactive lane {INTERACTIVE_THREADS} thread / {INTERACTIVE_MEMORY}) and "
@@ -514,16 +618,21 @@ def run(args: argparse.Namespace) -> tuple[str, str]:
         f"({d.store_bytes / 2**20:.0f} MiB). The single-file baseline holds the same rows in the same order "
         f"({d.single_bytes / 2**20:.0f} MiB, {d.row_groups} row groups) written like the store writes: "
         f"pyarrow, zstd level 1, {ROW_GROUP_ROWS:,}-row groups, statistics, dictionary encoding for "
-        f"string columns only.\n\n"
+        f"string columns only. Load average (1/5/15 min) {load0} at the start, {load1} at the end: the "
+        f"machine is shared, so compare ratios, not absolute times.\n\n"
         f"### Per-call overhead (point query on one chunk)\n\n{t1}\n"
         f"### Streaming a full scan\n\n{t2}\n"
         f"### Full-scan aggregates over all chunks\n\n{t3}\n"
-        f"### Where a call's time goes (in-process timings of the worker's steps)\n\n{t4}"
+        f"### Transport ceiling: Python gRPC alone\n\n{t5}\n"
+        f"### Where the time goes (in-process timings of the worker's steps)\n\n{t4}"
     )
     return "Worker overhead", body
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["rawserver"]:
+        _rawserver()
+        sys.exit(0)
     ap = argparse.ArgumentParser()
     ap.add_argument("--worker-objects", type=int, default=200_000)
     ap.add_argument("--worker-reps", type=int, default=5)

@@ -80,7 +80,7 @@ class Czar:
 
     # ------------------------------------------------------------------ planning
     def _lookup_ids(self, plan: Plan) -> list[int]:
-        t = plan.table
+        t = plan.index_table
         sql = (f"SELECT DISTINCT chunkId FROM {{{{{t.database}.{t.name}__index}}}} "
                f"WHERE {plan.id_restriction.sql_condition('id')}")
         holder = next((w for w in self.workers if (t.database.lower(), t.name.lower()) in self._holdings[w.address]),

@@ -36,6 +36,7 @@ class Plan:
     merge_needs_all: bool = True
     regions: list[str] = field(default_factory=list)
     id_restriction: IdRestriction | None = None
+    index_table: TableInfo | None = None    # the director whose index resolves id_restriction
     count_from_stats: int | None = None
     count_name: str = "count_star()"      # DuckDB's name for an unaliased COUNT(*)
     column_meta: dict[str, dict] = field(default_factory=dict)
@@ -116,6 +117,7 @@ def plan_query(sql: str, metadata: Metadata, *, lang: str = "adql", database: st
     regions: list = []
     chunks: list[int] | None = None
     idr = None
+    index_table = None
     if info.role == "director":
         sr = spatial_restriction(tree, info.manifest.ra_column, info.manifest.dec_column, qualifiers,
                                  alias=t.alias or None)
@@ -127,7 +129,12 @@ def plan_query(sql: str, metadata: Metadata, *, lang: str = "adql", database: st
             chunks = sorted(have.intersection(*sets))
             regions = [repr(r) for r in sr.regions]
         idr = id_restriction(tree, info.manifest.id_column, qualifiers)
-    elif any(f.name.lower().startswith("qserv_areaspec") for f in tree.find_all(exp.Anonymous)):
+        index_table = info
+    elif info.role == "child":
+        # a child lives in its director's chunk: its foreign key is looked up in the director index
+        idr = id_restriction(tree, info.manifest.foreign_key, qualifiers)
+        index_table = metadata.resolve(info.database, info.manifest.director)
+    if info.role != "director" and any(f.name.lower().startswith("qserv_areaspec") for f in tree.find_all(exp.Anonymous)):
         raise QueryError(f"qserv_areaspec_* needs a director table with positions; "
                          f"{info.database}.{info.name} is a {info.role} table")
     count = info.rows if _is_plain_count(tree) else None
@@ -159,4 +166,4 @@ def plan_query(sql: str, metadata: Metadata, *, lang: str = "adql", database: st
                 meta[e.alias_or_name] = c
     return Plan(sql=sql, lang=lang, table=info, chunks=chunks, worker_sql=worker_sql, merge_sql=merge_sql,
                 worker_limit=sp.worker_limit, merge_needs_all=sp.merge_needs_all, regions=regions,
-                id_restriction=idr, count_from_stats=count, count_name=count_name, column_meta=meta)
+                id_restriction=idr, index_table=index_table, count_from_stats=count, count_name=count_name, column_meta=meta)

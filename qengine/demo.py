@@ -18,8 +18,28 @@ import pyarrow.dataset as ds
 DEFAULT_CACHE = Path(os.environ.get("QENGINE_CACHE", Path.home() / ".cache" / "qengine"))
 
 
+EXAMPLES = [
+    ("cone search, 1 arcmin", "adql",
+     "SELECT objectId, coord_ra, coord_dec, r_psfFlux FROM dp02.Object "
+     "WHERE CONTAINS(POINT('ICRS', coord_ra, coord_dec), CIRCLE('ICRS', {ra}, {dec}, 1/60.)) = 1"),
+    ("brightest objects in a 2-degree box (Qserv dialect)", "qserv",
+     "SELECT objectId, scisql_nanojanskyToAbMag(r_psfFlux) AS r FROM dp02.Object "
+     "WHERE qserv_areaspec_box(60, -40, 62, -38) AND r_psfFlux > 0 ORDER BY r_psfFlux DESC LIMIT 5"),
+    ("object by id (director index)", "adql", "SELECT * FROM dp02.Object WHERE objectId = {oid}"),
+    ("full-scan star counts per magnitude bin", "adql",
+     "SELECT FLOOR(31.4 - 2.5 * LOG10(r_psfFlux)) AS rmag, COUNT(*) AS n FROM dp02.Object "
+     "WHERE r_psfFlux > 0 AND refExtendedness = 0 GROUP BY FLOOR(31.4 - 2.5 * LOG10(r_psfFlux)) ORDER BY rmag"),
+    ("light curve of one object (Source, by objectId)", "adql",
+     "SELECT band, COUNT(*) AS n, AVG(psfFlux) AS mean_flux FROM dp02.Source WHERE objectId = {oid} GROUP BY band"),
+    ("total rows (from table statistics)", "adql", "SELECT COUNT(*) FROM dp02.Source"),
+]
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--objects", type=int, default=200_000, help="Objects in the sample (default 200000)")
+    p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    p.add_argument("--port", type=int, default=8080, help="czar HTTP port (default 8080; 0: any free port)")
+    p.add_argument("--no-serve", action="store_true", help="run the examples and exit instead of serving")
     p.add_argument("--seed", type=int, default=1, help="generator seed (default 1)")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"cache directory (default {DEFAULT_CACHE})")
 
@@ -68,7 +88,48 @@ def run(args: argparse.Namespace) -> int:
             n = ds.dataset(path, format="parquet").count_rows()
             print(f"child table {child.name}: {n:,} rows ({n / max(ra.size, 1):.1f} per {obj.name})")
     print(f"located and overlapped {ra.size:,} rows in {dt:.2f} s")
-    _ingest_sample(cat, root, args.cache / f"store-lsst_dr-{args.objects}-{args.seed}")
+    store = args.cache / f"store-lsst_dr-{args.objects}-{args.seed}"
+    _ingest_sample(cat, root, store)
+    first = {k: table[k][0].as_py() for k in (obj.id_column, obj.ra_column, obj.dec_column)}
+    return _serve(store, args, first[obj.id_column], first[obj.ra_column], first[obj.dec_column])
+
+
+def _serve(store: Path, args: argparse.Namespace, oid: int, ra: float, dec: float) -> int:
+    """Start a czar with workers on loopback, run the examples with timings, then serve."""
+    import threading
+
+    from czar.local import LocalCluster
+    from czar.server import make_http_server
+
+    with LocalCluster(store, workers=args.workers) as qe:
+        print(f"\nlocal cluster: {args.workers} worker processes on "
+              + ", ".join(w.address for w in qe.workers))
+        for title, lang, sql in EXAMPLES:
+            sql = sql.format(oid=oid, ra=ra, dec=dec)
+            t0 = time.perf_counter()
+            result = qe.query(sql, lang=lang)
+            dt = time.perf_counter() - t0
+            ex = qe.explain(sql, lang=lang)
+            print(f"\n-- {title} [{lang}]: {result.num_rows} rows in {dt * 1000:.0f} ms, "
+                  f"{ex.num_chunks} chunks\n{sql}")
+            print(result.slice(0, 5).to_pandas().to_string(index=False))
+        if args.no_serve:
+            return 0
+        try:
+            server = make_http_server(qe.czar, "127.0.0.1", args.port)
+        except OSError:
+            server = make_http_server(qe.czar, "127.0.0.1", 0)
+        host, port = server.server_address[:2]
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        print(f"\nczar serving on http://{host}:{port}/ - in Python: "
+              f"qengine.connect('http://{host}:{port}').query(sql); "
+              f"or: qengine query --url http://{host}:{port} \"SELECT ...\"\nCtrl-C to stop.")
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.shutdown()
     return 0
 
 

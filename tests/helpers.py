@@ -68,14 +68,15 @@ def make_sources(objects: pa.Table, seed: int = 2) -> pa.Table:
     })
 
 
-def build_store(root, n_objects: int = 2000, seed: int = 1, rows_per_file: int = 1500) -> dict[str, pa.Table]:
+def build_store(root, n_objects: int = 2000, seed: int = 1, rows_per_file: int = 1500,
+                first_id: int = 1) -> dict[str, pa.Table]:
     """Ingest Object, Source and Filter into ``root``; returns the unpartitioned input tables."""
     import pyarrow.parquet as pq
 
     from partitioner.ingest import IngestOptions, ingest
 
     root.mkdir(parents=True, exist_ok=True)
-    objs = make_objects(n_objects, seed=seed)
+    objs = make_objects(n_objects, seed=seed, first_id=first_id)
     srcs = make_sources(objs, seed=seed + 1)
     filt = pa.table({"filterId": pa.array([0, 1, 2], pa.int32()), "name": ["u", "g", "r"]})
     opts = IngestOptions(progress=False, rows_per_file=rows_per_file, row_group_rows=500)

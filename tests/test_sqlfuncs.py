@@ -22,7 +22,14 @@ from astropy.coordinates import SkyCoord
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from qengine.geometry import Box, Circle, Ellipse, Polygon, angular_separation, unit_vectors
+from qengine.geometry import (
+    Box,
+    Circle,
+    Ellipse,
+    Polygon,
+    angular_separation,
+    unit_vectors,
+)
 from worker import sqlfuncs
 from worker.sqlfuncs import MAX_POLYGON_VERTICES, SQL_FUNCTIONS, macro_sql, register
 
@@ -588,7 +595,7 @@ def _polygon_points(rng, verts, ra0, dec0, radius, m):
     return ra, dec
 
 
-@pytest.mark.parametrize("n", range(3, MAX_POLYGON_VERTICES + 1))
+@pytest.mark.parametrize("n", [3, 4, 5, 6, 8, 13, 21, MAX_POLYGON_VERTICES])
 def test_polygon_per_row_vertices_vs_geometry(con, n):
     rng = np.random.default_rng(100 + n)
     k, m = 12, 120
@@ -618,7 +625,23 @@ def test_polygon_per_row_vertices_vs_geometry(con, n):
     assert_same_membership(got, nulls, want, allowed, f"s2PtInCPoly n={n}")
     assert_same_membership(got, nulls, want_ld, allowed_ld, f"s2PtInCPoly n={n} vs extended precision")
     assert 0.05 < want.mean() < 0.9
-    qe, qnulls = evaluate(con, f"qe_in_polygon(ra, dec, {args})", ra=ra, dec=dec, **cols)
+
+
+@pytest.mark.parametrize("n", range(3, MAX_POLYGON_VERTICES + 1))
+def test_polygon_every_vertex_count(con, n):
+    """Each overload, with literal vertices (the usual form), both orders and both names."""
+    rng = np.random.default_rng(200 + n)
+    ra0, dec0 = sphere_points(rng, 1)
+    radius = 10.0 ** rng.uniform(-3, 1.5)
+    verts = _convex_polygon(rng, n, ra0[0], dec0[0], radius)
+    ra, dec = _polygon_points(rng, verts, ra0[0], dec0[0], radius, 300)
+    want, allowed, want_ld, allowed_ld = _polygon_expectations(verts, ra, dec)
+    order = verts if n % 2 else verts[::-1]
+    args = ", ".join(f"{float(lon)!r}, {float(lat)!r}" for lon, lat in order)
+    got, nulls = evaluate(con, f"scisql_s2PtInCPoly(ra, dec, {args})", ra=ra, dec=dec)
+    assert_same_membership(got, nulls, want, allowed, f"s2PtInCPoly n={n}")
+    assert_same_membership(got, nulls, want_ld, allowed_ld, f"s2PtInCPoly n={n} vs extended precision")
+    qe, qnulls = evaluate(con, f"qe_in_polygon(ra, dec, {args})", ra=ra, dec=dec)
     assert_same_membership(qe, qnulls, got.astype(bool), np.zeros_like(allowed), f"qe_in_polygon n={n}")
 
 
@@ -649,8 +672,16 @@ def test_polygon_edges_and_invalid(con):
     # Collinear extra vertex (on the first edge): sciSQL accepts it.
     assert scalar(con, "scisql_s2PtInCPoly(0.5, 0.5, 0, 0, 0.5, 0, 1, 0, 1, 1, 0, 1)") == 1
     assert scalar(con, "scisql_s2PtInCPoly(0.5, 0.5, 0, 1, 1, 1, 1, 0, 0.5, 0, 0, 0)") == 1
-    # Around the north pole, across RA 0.
+    # An edge rises above its vertices (the arc from (0, 60) to (90, 60) peaks at 67.79).
+    assert scalar(con, "scisql_s2PtInCPoly(45, 67.7, 0, 60, 90, 60, 45, 40)") == 1
+    assert scalar(con, "scisql_s2PtInCPoly(45, 67.9, 0, 60, 90, 60, 45, 40)") == 0
+    assert scalar(con, "scisql_s2PtInCPoly(45, -67.7, 0, -60, 45, -40, 90, -60)") == 1
+    # Around a pole (vertices far below it), across RA 0.
     assert scalar(con, "scisql_s2PtInCPoly(123, 89.9, 0, 85, 90, 85, 180, 85, 270, 85)") == 1
+    assert scalar(con, "scisql_s2PtInCPoly(17, -89.99, 0, -50, 270, -50, 180, -50, 90, -50)") == 1
+    assert scalar(con, "scisql_s2PtInCPoly(17, -62, 0, -50, 270, -50, 180, -50, 90, -50)") == 1
+    assert scalar(con, "scisql_s2PtInCPoly(45, -59, 0, -50, 270, -50, 180, -50, 90, -50)") == 0  # arc dips to -59.3
+    assert scalar(con, "scisql_s2PtInCPoly(45, -45, 0, -50, 270, -50, 180, -50, 90, -50)") == 0
     assert scalar(con, "scisql_s2PtInCPoly(359.9, 86, 350, 85, 10, 85, 10, 87, 350, 87)") == 1
     for args in [f"NULL, 0.5, {square}", f"0.5, NULL, {square}", "0.5, 0.5, 0, 0, 1, NULL, 1, 1, 0, 1"]:
         assert scalar(con, f"scisql_s2PtInCPoly({args})") == 0, args

@@ -357,6 +357,20 @@ def _limit_values(select: exp.Select) -> tuple[int | None, int]:
     return limit, offset or 0
 
 
+def _clone_without(select: exp.Select, drop: tuple[str, ...]) -> exp.Select:
+    """A copy of ``select`` without the clauses in ``drop`` (not copied at all)."""
+    new = exp.Select()
+    for key, value in select.args.items():
+        if key in drop or value is None:
+            continue
+        if isinstance(value, list):
+            value = [v.copy() if isinstance(v, exp.Expr) else v for v in value]
+        elif isinstance(value, exp.Expr):
+            value = value.copy()
+        new.set(key, value)
+    return new
+
+
 def _set_limits(select: exp.Select, limit: int | None, offset: int) -> None:
     select.set("limit", None)
     select.set("offset", None)
@@ -638,6 +652,18 @@ def _expand_order_all(terms: list[exp.Ordered], n: int) -> list[exp.Ordered]:
 # --------------------------------------------------------------------------- plain queries
 
 
+def _depends_on_output(expr: exp.Expr, projections: list[exp.Expr]) -> bool:
+    """Whether ``expr`` is a function of the select list's columns (deterministic, no
+    aggregate or subquery, every column it reads selected or under a plain ``*``)."""
+    if any(isinstance(p, exp.Star) and not p.args.get("except_") for p in projections):
+        return True
+    if any(isinstance(n, (exp.Query, exp.Rand, exp.Window)) or _is_agg_unit(n)
+           for n in expr.walk()):
+        return False
+    return all(any(_same(c, p.unalias()) for p in projections)
+               for c in _outer_nodes(expr) if isinstance(c, exp.Column))
+
+
 def _plain(select: exp.Select, parts_table: str, namer: _Namer, limit: int | None,
            offset: int) -> SplitPlan:
     projections = list(select.expressions)
@@ -661,6 +687,7 @@ def _plain(select: exp.Select, parts_table: str, namer: _Namer, limit: int | Non
     worker_order: list[exp.Ordered] = []
     merge_order: list[exp.Ordered] = []
     hidden: list[str] = []
+    hidden_exprs: list[exp.Expr] = []
     for t in terms:
         key = _unparen(t.this)
         target: exp.Expr | None = None
@@ -685,6 +712,7 @@ def _plain(select: exp.Select, parts_table: str, namer: _Namer, limit: int | Non
                 expr = _substitute_aliases(key, select, known)
             h = f"_qe_o{len(hidden)}"
             hidden.append(h)
+            hidden_exprs.append(expr)
             worker_items.append(exp.alias_(expr, h, quoted=True))
             w, m = _col(h), _col(h)
         wo, mo = t.copy(), t.copy()
@@ -693,15 +721,15 @@ def _plain(select: exp.Select, parts_table: str, namer: _Namer, limit: int | Non
         worker_order.append(wo)
         merge_order.append(mo)
 
-    if distinct and hidden and not any(isinstance(p, exp.Star) and not p.args.get("except_")
-                                       for p in projections):
+    if distinct and not all(_depends_on_output(e, projections) for e in hidden_exprs):
+        # DISTINCT over (output, hidden key) is DISTINCT over the output only when the key is
+        # a function of the output columns
         raise _err("ORDER BY of a SELECT DISTINCT must use expressions of the select list "
                    "(add the ORDER BY expression to the SELECT list)", select.args["order"])
 
     # worker: same FROM/JOIN/WHERE; ORDER BY only when it serves a per-worker top-k
-    worker = select.copy()
+    worker = _clone_without(select, ("expressions", "order", "limit", "offset"))
     worker.set("expressions", worker_items)
-    worker.set("order", None)
     worker_limit = None
     if limit is not None:
         worker_limit = limit + offset
@@ -1003,12 +1031,17 @@ class _Aggregate:
 
         # worker: keys, distinct keys, partials; no HAVING/ORDER/LIMIT/DISTINCT
         dkey_items = [exp.alias_(e.copy(), alias, quoted=True) for alias, e in self.dkeys.values()]
-        worker = sel.copy()
+        worker = _clone_without(sel, ("expressions", "group", "having", "order", "distinct",
+                                      "qualify", "limit", "offset"))
         worker.set("expressions", key_items + dkey_items + self.worker_items)
         for arg in ("having", "order", "distinct", "qualify"):
             worker.set(arg, None)
         _set_limits(worker, None, 0)
-        group_exprs = [k.copy() for k in self.keys] + [e.copy() for _, e in self.dkeys.values()]
+        # constant keys by their alias: GROUP BY 2 would be read as a position
+        group_exprs = [_col(alias) if isinstance(_unparen(e), (exp.Literal, exp.Neg))
+                       else e.copy() for alias, e in
+                       [(f"_qe_g{j}", k) for j, k in enumerate(self.keys)]
+                       + list(self.dkeys.values())]
         worker.set("group", exp.Group(expressions=group_exprs) if group_exprs else None)
         if not worker.expressions:  # e.g. SELECT 1 FROM t GROUP BY ALL with nothing to group
             worker.set("expressions", [exp.alias_(exp.Literal.number(1), "_qe_one", quoted=True)])

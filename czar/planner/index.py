@@ -29,8 +29,20 @@ def _is_id(node: exp.Expression, id_column: str, qualifiers: set[str]) -> bool:
 
 
 def _int(node: exp.Expression) -> int | None:
+    """An integer constant, exactly (64-bit ids do not survive a trip through float)."""
+    sign = 1
+    while isinstance(node, (exp.Neg, exp.Paren)):
+        sign = -sign if isinstance(node, exp.Neg) else sign
+        node = node.this
+    if isinstance(node, exp.Literal) and not node.is_string:
+        try:
+            return sign * int(node.this)
+        except ValueError:
+            pass
     v = constant(node)
-    return int(v) if v is not None and float(v).is_integer() else None
+    if v is None or not float(v).is_integer() or abs(v) >= 2**53:
+        return None
+    return sign * int(v)
 
 
 def id_restriction(select: exp.Select, id_column: str, qualifiers: set[str]) -> IdRestriction | None:
