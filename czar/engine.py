@@ -99,7 +99,8 @@ class Czar:
         rows = t.chunk_rows()
         addrs = [a for a in holders if holders[a]]
         out: dict[str, list[int]] = {a: [] for a in addrs}
-        if all(set(chunks) <= holders[a] for a in addrs):
+        wanted = set(chunks)
+        if all(wanted <= holders[a] for a in addrs):
             total = sum(rows.get(c, 1) for c in chunks)
             share, acc, i = total / len(addrs), 0, 0
             for c in chunks:
@@ -118,7 +119,8 @@ class Czar:
     def _chunks(self, plan: Plan) -> list[int]:
         chunks = plan.chunks if plan.chunks is not None else plan.table.chunk_ids()
         if plan.id_restriction is not None:
-            chunks = sorted(set(chunks) & set(self._lookup_ids(plan)))
+            found = self._lookup_ids(plan)
+            chunks = sorted(set(found) & (plan.table.chunk_set() if plan.chunks is None else set(chunks)))
         return chunks
 
     def explain(self, sql: str, *, lang: str = "adql", database: str | None = None) -> Explain:

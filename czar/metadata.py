@@ -22,6 +22,13 @@ class TableInfo:
 
     manifest: TableManifest
 
+    def __post_init__(self) -> None:
+        # computed once: a cone search must not sort 150k chunk ids per query
+        self._chunk_ids = self.manifest.chunk_ids()
+        self._chunk_set = frozenset(self._chunk_ids)
+        self._chunk_rows = {c: s.rows for c, s in self.manifest.chunks.items() if s.rows}
+        self._chunker = Chunker(**self.manifest.chunker) if self.manifest.chunker else None
+
     @property
     def database(self) -> str:
         return self.manifest.database
@@ -54,13 +61,16 @@ class TableInfo:
         return self.manifest.rows
 
     def chunker(self) -> Chunker:
-        return Chunker(**self.manifest.chunker)
+        return self._chunker
 
     def chunk_ids(self) -> list[int]:
-        return self.manifest.chunk_ids()
+        return self._chunk_ids
+
+    def chunk_set(self) -> frozenset[int]:
+        return self._chunk_set
 
     def chunk_rows(self) -> dict[int, int]:
-        return {c: s.rows for c, s in self.manifest.chunks.items() if s.rows}
+        return self._chunk_rows
 
 
 class Metadata:

@@ -100,6 +100,7 @@ def _expand_star(tree: exp.Select, info: TableInfo) -> None:
 
 def plan_query(sql: str, metadata: Metadata, *, lang: str = "adql", database: str | None = None) -> Plan:
     tree = parse(sql, lang)
+    original = tree.copy()
     if not isinstance(tree, exp.Select):
         raise QueryError("set operations (UNION/INTERSECT/EXCEPT) and WITH are not supported yet")
     _refuse_unsupported(tree)
@@ -123,10 +124,9 @@ def plan_query(sql: str, metadata: Metadata, *, lang: str = "adql", database: st
                                  alias=t.alias or None)
         tree = sr.select
         if sr.regions:
-            have = set(info.chunk_ids())
             chunker = info.chunker()
             sets = [set(r.chunk_ids(chunker).tolist()) for r in sr.regions]
-            chunks = sorted(have.intersection(*sets))
+            chunks = sorted(info.chunk_set().intersection(*sets))
             regions = [repr(r) for r in sr.regions]
         idr = id_restriction(tree, info.manifest.id_column, qualifiers)
         index_table = info
@@ -156,7 +156,7 @@ def plan_query(sql: str, metadata: Metadata, *, lang: str = "adql", database: st
     worker_sql = to_duckdb(sp.worker).replace(_MARKER, placeholder).replace(f'"{placeholder}"', placeholder)
     merge_sql = to_duckdb(sp.merge)
     meta = {}
-    for e in parse(sql, lang).expressions:
+    for e in original.expressions:
         inner = e.this if isinstance(e, exp.Alias) else e
         if isinstance(inner, exp.Star) or (isinstance(inner, exp.Column) and isinstance(inner.this, exp.Star)):
             meta.update({c["name"]: c for c in info.columns})

@@ -106,6 +106,8 @@ class Executor:
             "threads": max(1, threads), "memory_limit": memory_limit, "temp_directory": str(tmp),
             "autoinstall_known_extensions": False, "autoload_known_extensions": False,
         })
+        # Chunk files are immutable once committed: keep their footers in memory.
+        con.execute("SET parquet_metadata_cache = true")
         # Persistent (not TEMP) macros: every query's cursor of this database sees them.
         for stmt in macro_sql():
             con.execute(stmt.replace(" TEMP MACRO ", " MACRO ", 1))

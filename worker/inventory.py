@@ -37,6 +37,7 @@ class HeldTable:
     directory: Path
     files: dict[str, list[FileEntry]] = field(default_factory=dict)  # kind -> held files
     chunks: list[int] = field(default_factory=list)                 # sorted chunk ids held
+    chunk_pos: dict[int, int] = field(default_factory=dict)        # chunk id -> index in chunks
 
     @property
     def database(self) -> str:
@@ -91,6 +92,7 @@ class Inventory:
         self._lock = threading.Lock()
         self._tables: dict[tuple[str, str], HeldTable] = {}
         self._stamps: dict[tuple[str, str], float] = {}
+        self._held: frozenset[int] = frozenset()
         self.refresh()
 
     def refresh(self) -> None:
@@ -111,19 +113,23 @@ class Inventory:
                 if m.role != "replicated":
                     held.chunks = _covered(m.chunk_ids(), [(f.first_chunk, f.last_chunk)
                                                             for f in held.files.get("data", [])])
+                    held.chunk_pos = {c: i for i, c in enumerate(held.chunks)}
                 self._tables[key], self._stamps[key] = held, stamp
             for key in set(self._tables) - seen:
                 del self._tables[key], self._stamps[key]
+            self._held = frozenset(c for t in self._tables.values() for c in t.chunks)
 
     def tables(self) -> list[HeldTable]:
         with self._lock:
             return list(self._tables.values())
 
-    def held_chunks(self) -> set[int]:
-        return {c for t in self.tables() for c in t.chunks}
+    def held_chunks(self) -> frozenset[int]:
+        """Chunk ids held for any table (computed once per refresh: queries ask every time)."""
+        return self._held
 
 
-def chunk_condition(chunks: list[int], held: list[int], max_ranges: int = 64) -> str:
+def chunk_condition(chunks: list[int], held: list[int], max_ranges: int = 64,
+                    pos: dict[int, int] | None = None) -> str:
     """SQL selecting rows of ``chunks`` (sorted), as ranges where they are runs of ``held``.
 
     The czar gives each worker contiguous runs of chunks, so a ``BETWEEN`` or two usually
@@ -131,7 +137,8 @@ def chunk_condition(chunks: list[int], held: list[int], max_ranges: int = 64) ->
     """
     if not chunks:
         return "FALSE"
-    pos = {c: i for i, c in enumerate(held)}
+    if pos is None:
+        pos = {c: i for i, c in enumerate(held)}
     ranges: list[list[int]] = []
     for c in chunks:
         i = pos.get(c)
@@ -204,7 +211,7 @@ def bind_sql(inventory: Inventory, sql: str, chunks: list[int] | None,
         paths = ", ".join(_sql_str(str(t.directory / f.path)) for f in files)
         scan = f"read_parquet([{paths}])"
         if chunks is not None and kind in ("data", "overlap"):
-            return f"(SELECT * FROM {scan} WHERE {chunk_condition(chunks, t.chunks)})"
+            return f"(SELECT * FROM {scan} WHERE {chunk_condition(chunks, t.chunks, pos=t.chunk_pos)})"
         return scan
 
     text = PLACEHOLDER.sub(substitute, sql)

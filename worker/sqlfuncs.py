@@ -72,6 +72,10 @@ def _lit(x: float) -> str:
     return text if "e" in text else text + "e0"
 
 
+# What the scisql_s2PtIn* predicates return for a NULL argument: 0, as sciSQL's
+# UDFs do ("If any parameter is NULL, 0 is returned"); "NULL" would propagate it.
+_SCISQL_NULL_RESULT = "0"
+
 _RAD = _lit(math.pi / 180.0)          # numpy.radians / math.radians factor
 _HALF_RAD = _lit(0.5 * math.pi / 180.0)
 _DEG = _lit(180.0 / math.pi)
@@ -214,7 +218,7 @@ def _lat_ok(params: list[str]) -> str:
 def _predicate(params: list[str], valid: str, test: str, *, scisql: bool) -> str:
     """sciSQL INTEGER predicate (NULL -> 0, invalid -> NULL) or ADQL BOOLEAN (-> NULL)."""
     if scisql:
-        return (f"CASE WHEN {_any_null(params)} THEN 0 "
+        return (f"CASE WHEN {_any_null(params)} THEN {_SCISQL_NULL_RESULT} "
                 f"WHEN {valid} THEN CAST({test} AS INTEGER) ELSE NULL END")
     return f"CASE WHEN {valid} THEN {test} ELSE NULL END"
 
@@ -316,7 +320,7 @@ def _polygon_macros(n: int) -> tuple[str, str]:
     centre = f"(greatest({lats})+least({lats}))*0.5e0"
     half = (f"(greatest({lats})-least({lats}))*0.5e0+greatest({edges})*0.5e0+{_PAD}"
             f"+CASE WHEN abs({winding})>180.0e0 THEN 180.0e0 ELSE 0.0e0 END")
-    body = (f"CASE WHEN lon IS NULL OR lat IS NULL OR list_count([{verts}])<{2 * n} THEN 0 "
+    body = (f"CASE WHEN lon IS NULL OR lat IS NULL OR list_count([{verts}])<{2 * n} THEN {_SCISQL_NULL_RESULT} "
             f"WHEN qe__ok(lon,lat) AND qe__vok([{verts}]) THEN CAST("
             f"CASE WHEN abs(lat-{centre})>{half} THEN false "
             f"WHEN {orient}<0 THEN qe__pchain{n}(lon,lat,-1.0e0,{verts}) "
