@@ -417,7 +417,8 @@ SQL_FUNCTIONS: dict[str, str] = {
         "scisql_fluxToAbMagSigma(flux, fluxSigma) -> DOUBLE: AB magnitude error "
         "2.5/ln(10) * fluxSigma / flux (erg/cm^2/s/Hz); NULL if flux <= 0 or fluxSigma < 0",
     "scisql_abMagToFlux":
-        "scisql_abMagToFlux(mag) -> DOUBLE: flux 10^(-0.4 (mag + 48.6)) in erg/cm^2/s/Hz",
+        "scisql_abMagToFlux(mag) -> DOUBLE: flux 10^(-0.4 (mag + 48.6)) in erg/cm^2/s/Hz; NULL if mag "
+        "is NULL/NaN/Inf or the flux overflows",
     "scisql_abMagToFluxSigma":
         "scisql_abMagToFluxSigma(mag, magSigma) -> DOUBLE: flux error "
         "magSigma * abMagToFlux(mag) * ln(10)/2.5 in erg/cm^2/s/Hz; NULL if magSigma < 0",
@@ -428,7 +429,8 @@ SQL_FUNCTIONS: dict[str, str] = {
         "scisql_nanojanskyToAbMagSigma(flux, fluxSigma) -> DOUBLE: AB magnitude error "
         "2.5/ln(10) * fluxSigma / flux (nJy); NULL if flux <= 0 or fluxSigma < 0",
     "scisql_abMagToNanojansky":
-        "scisql_abMagToNanojansky(mag) -> DOUBLE: flux 10^(-0.4 (mag - 31.4)) in nJy",
+        "scisql_abMagToNanojansky(mag) -> DOUBLE: flux 10^(-0.4 (mag - 31.4)) in nJy; NULL if mag is "
+        "NULL/NaN/Inf or the flux overflows",
     "scisql_abMagToNanojanskySigma":
         "scisql_abMagToNanojanskySigma(mag, magSigma) -> DOUBLE: flux error "
         "magSigma * abMagToNanojansky(mag) * ln(10)/2.5 in nJy; NULL if magSigma < 0",
