@@ -63,6 +63,7 @@ class Czar:
         for stmt in macro_sql():  # persistent, so that every cursor sees them
             self._merge.execute(stmt.replace(" TEMP MACRO ", " MACRO ", 1))
         self._merge_lock = threading.Lock()
+        self._running: dict[str, dict] = {}
         self.refresh()
 
     # ------------------------------------------------------------------ cluster state
@@ -137,8 +138,10 @@ class Czar:
 
     # ------------------------------------------------------------------ execution
     def query(self, sql: str, *, lang: str = "adql", database: str | None = None,
-              max_rows: int = 0, timeout: float = 0.0) -> pa.Table:
-        """Run a query; returns a pyarrow Table with unit/UCD/description field metadata."""
+              max_rows: int = 0, timeout: float = 0.0, query_id: str | None = None) -> pa.Table:
+        """Run a query; returns a pyarrow Table with unit/UCD/description field metadata.
+
+        ``query_id`` names the query for :meth:`cancel` (from another thread)."""
         t0 = time.perf_counter()
         plan = plan_query(sql, self.metadata, lang=lang, database=database)
         if plan.count_from_stats is not None:
@@ -148,15 +151,42 @@ class Czar:
             assignment = self._assign(plan, chunks) if chunks else {}
         else:
             assignment = {self.workers[0].address: None}
-        batches, schema = self._fan_out(plan, assignment, max_rows, timeout)
+        batches, schema = self._fan_out(plan, assignment, max_rows, timeout, query_id or uuid.uuid4().hex)
         result = self._run_merge(plan, batches, schema)
         log.info("query done in %.3f s: %d rows from %d workers", time.perf_counter() - t0,
                  result.num_rows, len(assignment))
         return result
 
+    def cancel(self, query_id: str) -> bool:
+        """Stop every worker's part of a running query; False if it is not running."""
+        with self._merge_lock:
+            parts = self._running.get(query_id)
+        if parts is None:
+            return False
+        parts["cancelled"] = True
+        for addr in parts["workers"]:
+            try:
+                self._client(addr).cancel(f"{query_id}-{addr}")
+            except WorkerError:
+                pass
+        return True
+
+    def _client(self, addr: str) -> WorkerClient:
+        return next(w for w in self.workers if w.address == addr)
+
     def _fan_out(self, plan: Plan, assignment: dict[str, list[int] | None], max_rows: int,
-                 timeout: float) -> tuple[list[pa.RecordBatch], pa.Schema | None]:
-        qid = uuid.uuid4().hex
+                 timeout: float, qid: str) -> tuple[list[pa.RecordBatch], pa.Schema | None]:
+        with self._merge_lock:
+            if qid in self._running:
+                raise QueryError(f"a query with id {qid} is already running")
+            state = self._running[qid] = {"workers": list(assignment), "cancelled": False}
+        try:
+            return self._fan_out_inner(plan, assignment, max_rows, timeout, qid, state)
+        finally:
+            with self._merge_lock:
+                self._running.pop(qid, None)
+
+    def _fan_out_inner(self, plan, assignment, max_rows, timeout, qid, state):
         clients = {w.address: w for w in self.workers}
         out: queue.Queue = queue.Queue()
         stop = threading.Event()
@@ -208,6 +238,8 @@ class Czar:
         for th in threads:
             th.join(timeout=5)
         if error is not None:
+            if state["cancelled"]:
+                raise QueryError("query cancelled") from None
             if isinstance(error, WorkerError):
                 raise QueryError(f"worker {error.worker}: {error}") from None
             raise QEngineError(f"query failed: {error!r}") from error

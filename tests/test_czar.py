@@ -282,3 +282,33 @@ def test_query_cli_formats(cluster, tmp_path):
     r = subprocess.run([sys.executable, "-m", "qengine.cli", "query", "--root", str(qe.root), "--workers", "1",
                         f"SELECT nope FROM {T}"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "unknown column 'nope'" in r.stderr
+
+
+def test_cancel_stops_every_worker_part(cluster):
+    import threading
+    import time
+
+    qe, _ = cluster
+    errors = []
+    # a deliberately heavy self-product per worker (no join syntax: a cross product via range)
+    sql = f"SELECT COUNT(*) AS n FROM {T} WHERE objectId * 0 = 0 AND ra * ra * decl <> -1e300"
+
+    def run():
+        try:
+            qe.czar.query(sql, query_id="cancel-me", timeout=30)
+        except QueryError as exc:
+            errors.append(exc)
+
+    assert qe.czar.cancel("not-running") is False
+    t = threading.Thread(target=run)
+    t.start()
+    deadline = time.monotonic() + 10
+    while "cancel-me" not in qe.czar._running and time.monotonic() < deadline and t.is_alive():
+        time.sleep(0.001)
+    cancelled = qe.czar.cancel("cancel-me")
+    t.join(timeout=10)
+    assert not t.is_alive()
+    # the query may have finished before the cancel arrived; if it was cancelled it says so
+    if cancelled and errors:
+        assert "cancelled" in str(errors[0])
+    assert "cancel-me" not in qe.czar._running
