@@ -92,8 +92,10 @@ class Czar:
     def _assign(self, plan: Plan, chunks: list[int]) -> dict[str, list[int]]:
         """Chunks per worker: contiguous runs balanced by rows among the workers holding them."""
         t = plan.table
-        key = (t.database.lower(), t.name.lower())
-        holders = {w.address: self._holdings[w.address].get(key, set()) for w in self.workers}
+        keys = [(x.database.lower(), x.name.lower()) for x in (plan.tables or [t])]
+        # a worker serves a chunk only if it holds it for every co-located table of the query
+        holders = {w.address: set.intersection(*(self._holdings[w.address].get(k, set()) for k in keys))
+                   for w in self.workers}
         missing = [c for c in chunks if not any(c in h for h in holders.values())]
         if missing:
             raise QueryError(f"no live worker holds chunk(s) {missing[:10]} of {t.database}.{t.name}")

@@ -21,7 +21,6 @@ from qengine.errors import QueryError
 __all__ = ["Plan", "plan_query", "PARTS"]
 
 PARTS = "__parts"
-_MARKER = "__qengine_table__"
 
 
 @dataclass
@@ -40,14 +39,13 @@ class Plan:
     count_from_stats: int | None = None
     count_name: str = "count_star()"      # DuckDB's name for an unaliased COUNT(*)
     column_meta: dict[str, dict] = field(default_factory=dict)
+    tables: list[TableInfo] = field(default_factory=list)   # partitioned tables read (co-located)
 
     def placeholder(self) -> str:
         return "{{" + f"{self.table.database}.{self.table.name}" + "}}" if self.table else ""
 
 
 def _refuse_unsupported(tree: exp.Select) -> None:
-    if tree.args.get("joins"):
-        raise QueryError("joins are not supported yet: query one table at a time")
     if tree.args.get("with"):
         raise QueryError("WITH (common table expressions) is not supported yet")
     for node in tree.find_all(exp.Subquery, exp.Exists):
@@ -57,21 +55,123 @@ def _refuse_unsupported(tree: exp.Select) -> None:
             raise QueryError("IN (SELECT ...) is not supported yet")
 
 
-def _check_columns(tree: exp.Select, info: TableInfo, qualifiers: set[str]) -> None:
-    names = {c.lower() for c in info.column_names()} | {c.lower() for c in CHUNK_COLUMNS}
+@dataclass
+class _Ref:
+    """One table occurrence in FROM/JOIN."""
+
+    node: exp.Table
+    info: TableInfo
+    alias: str
+    qualifiers: set[str]
+
+    @property
+    def key(self) -> str | None:
+        """The column holding the director id: the id of a director, the foreign key of a child."""
+        m = self.info.manifest
+        return m.id_column if m.role == "director" else m.foreign_key if m.role == "child" else None
+
+    @property
+    def family(self) -> str | None:
+        m = self.info.manifest
+        return (f"{m.database}.{m.table if m.role == 'director' else m.director}".lower()
+                if m.role in ("director", "child") else None)
+
+
+def _table_refs(tree: exp.Select, metadata: Metadata, database: str | None) -> list[_Ref]:
+    from_ = tree.args.get("from") or tree.args.get("from_")
+    if from_ is None:
+        raise QueryError("a query needs a FROM clause naming a catalogue table")
+    nodes = [from_.this] + [j.this for j in tree.args.get("joins") or []]
+    refs: list[_Ref] = []
+    for t in nodes:
+        if not isinstance(t, exp.Table):
+            raise QueryError("only tables may appear in FROM/JOIN (derived tables are not supported yet)")
+        info = metadata.resolve(t.db or None, t.name, database)
+        alias = t.alias or info.name
+        if any(r.alias.lower() == alias.lower() for r in refs):
+            if any(r.info is info for r in refs) and info.role == "director":
+                raise QueryError(f"self-joins of {info.database}.{info.name} (near-neighbour queries) are not "
+                                 "supported yet")
+            raise QueryError(f"table alias {alias!r} is used twice: give each table its own alias")
+        refs.append(_Ref(t, info, alias, {alias.lower()} | ({info.name.lower(), t.name.lower()} if not t.alias else set())))
+    return refs
+
+
+def _ref_of(col: exp.Column, refs: list[_Ref]) -> _Ref | None:
+    """The table a column belongs to (None: unknown or ambiguous)."""
+    if col.table:
+        return next((r for r in refs if col.table.lower() in r.qualifiers), None)
+    owners = [r for r in refs if r.info.column(col.name) is not None or col.name in CHUNK_COLUMNS]
+    return owners[0] if len(owners) == 1 else None
+
+
+def _check_co_location(tree: exp.Select, refs: list[_Ref]) -> None:
+    """Partitioned tables may be joined only where rows meet in one chunk: on the director key."""
+    parts = [r for r in refs if r.info.partitioned]
+    if len(parts) < 2:
+        return
+    families = {r.family for r in parts}
+    if len(families) > 1:
+        raise QueryError("joined partitioned tables must share one director (e.g. Object with its Source and "
+                         f"ForcedSource); got {', '.join(sorted(f for f in families if f))}")
+    parent = {id(r): id(r) for r in parts}
+
+    def find(x):
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    def union(a: _Ref, b: _Ref) -> None:
+        parent[find(id(a))] = find(id(b))
+
+    for eq in tree.find_all(exp.EQ):
+        if isinstance(eq.left, exp.Column) and isinstance(eq.right, exp.Column):
+            a, b = _ref_of(eq.left, refs), _ref_of(eq.right, refs)
+            if a and b and a is not b and a in parts and b in parts and a.key and b.key \
+                    and eq.left.name.lower() == a.key.lower() and eq.right.name.lower() == b.key.lower():
+                union(a, b)
+    joins = tree.args.get("joins") or []
+    for i, j in enumerate(joins):
+        using = [u.name.lower() for u in j.args.get("using") or []]
+        if using:
+            right = next((r for r in parts if r.node is j.this), None)
+            for left in [r for r in parts if r is not right and refs.index(r) <= i]:
+                if right and left.key and right.key and left.key.lower() in using and right.key.lower() in using:
+                    union(left, right)
+    roots = {find(id(r)) for r in parts}
+    if len(roots) > 1:
+        keys = ", ".join(f"{r.alias}.{r.key}" for r in parts)
+        raise QueryError("partitioned tables can only be joined on the director key so that rows meet in one "
+                         f"chunk: add an equality between {keys} (near-neighbour and other joins are not "
+                         "supported yet)")
+
+
+def _check_columns(tree: exp.Select, refs: list[_Ref]) -> None:
     aliases = {e.alias.lower() for e in tree.expressions if isinstance(e, exp.Alias)}
+    using = {u.name.lower() for j in tree.args.get("joins") or [] for u in j.args.get("using") or []}
     for col in tree.find_all(exp.Column):
         if isinstance(col.this, exp.Star):
             continue
-        if col.table and col.table.lower() not in qualifiers:
-            raise QueryError(f"unknown table or alias {col.table!r} in {col.sql()}", token=col.table)
-        low = col.name.lower()
-        if low in names or (not col.table and low in aliases):
+        if col.table:
+            ref = next((r for r in refs if col.table.lower() in r.qualifiers), None)
+            if ref is None:
+                raise QueryError(f"unknown table or alias {col.table!r} in {col.sql()}", token=col.table)
+            cands = [ref]
+        else:
+            if col.name.lower() in aliases or col.name.lower() in using:
+                continue
+            cands = refs
+        owners = [r for r in cands if r.info.column(col.name) is not None or col.name in CHUNK_COLUMNS]
+        if len(owners) > 1 and not col.table:
+            raise QueryError(f"column {col.name!r} is ambiguous: qualify it as "
+                             + " or ".join(f"{r.alias}.{col.name}" for r in owners), token=col.name)
+        if owners:
             continue
-        hint = difflib.get_close_matches(col.name, info.column_names(), n=3)
-        raise QueryError(
-            f"unknown column {col.name!r} in table {info.database}.{info.name}"
-            + (f" (did you mean {', '.join(hint)}?)" if hint else ""), token=col.name)
+        names = [n for r in cands for n in r.info.column_names()]
+        hint = difflib.get_close_matches(col.name, names, n=3)
+        where = ", ".join(f"{r.info.database}.{r.info.name}" for r in cands)
+        raise QueryError(f"unknown column {col.name!r} in table {where}"
+                         + (f" (did you mean {', '.join(hint)}?)" if hint else ""), token=col.name)
 
 
 def _is_plain_count(tree: exp.Select) -> bool:
@@ -104,66 +204,79 @@ def plan_query(sql: str, metadata: Metadata, *, lang: str = "adql", database: st
     if not isinstance(tree, exp.Select):
         raise QueryError("set operations (UNION/INTERSECT/EXCEPT) and WITH are not supported yet")
     _refuse_unsupported(tree)
-    from_ = tree.args.get("from") or tree.args.get("from_")
-    if from_ is None:
-        raise QueryError("a query needs a FROM clause naming a catalogue table")
-    t = from_.this
-    if not isinstance(t, exp.Table):
-        raise QueryError("only a table may appear in FROM (derived tables are not supported yet)")
-    info = metadata.resolve(t.db or None, t.name, database)
-    alias = t.alias or info.name
-    qualifiers = {alias.lower(), info.name.lower(), t.name.lower()}
-    _check_columns(tree, info, qualifiers)
+    refs = _table_refs(tree, metadata, database)
+    _check_columns(tree, refs)
+    _check_co_location(tree, refs)
+    parts = [r for r in refs if r.info.partitioned]
+    director = next((r for r in parts if r.info.role == "director"), None)
+    anchor = director or (parts[0] if parts else refs[0])
+    info = anchor.info
 
     regions: list = []
     chunks: list[int] | None = None
     idr = None
     index_table = None
-    if info.role == "director":
-        sr = spatial_restriction(tree, info.manifest.ra_column, info.manifest.dec_column, qualifiers,
-                                 alias=t.alias or None)
+    if director is not None:
+        d = director.info.manifest
+        sr = spatial_restriction(tree, d.ra_column, d.dec_column, director.qualifiers,
+                                 alias=director.node.alias or None)
         tree = sr.select
         if sr.regions:
-            chunker = info.chunker()
+            chunker = director.info.chunker()
             sets = [set(r.chunk_ids(chunker).tolist()) for r in sr.regions]
-            chunks = sorted(info.chunk_set().intersection(*sets))
+            chunks = sorted(director.info.chunk_set().intersection(*sets))
             regions = [repr(r) for r in sr.regions]
-        idr = id_restriction(tree, info.manifest.id_column, qualifiers)
-        index_table = info
-    elif info.role == "child":
-        # a child lives in its director's chunk: its foreign key is looked up in the director index
-        idr = id_restriction(tree, info.manifest.foreign_key, qualifiers)
-        index_table = metadata.resolve(info.database, info.manifest.director)
-    if info.role != "director" and any(f.name.lower().startswith("qserv_areaspec") for f in tree.find_all(exp.Anonymous)):
+    elif any(f.name.lower().startswith("qserv_areaspec") for f in tree.find_all(exp.Anonymous)):
         raise QueryError(f"qserv_areaspec_* needs a director table with positions; "
                          f"{info.database}.{info.name} is a {info.role} table")
-    count = info.rows if _is_plain_count(tree) else None
+    for r in parts:  # the director key restricted anywhere narrows every co-located table
+        idr = id_restriction(tree, r.key, r.qualifiers)
+        if idr is not None:
+            index_table = r.info if r.info.role == "director" else metadata.resolve(
+                r.info.database, r.info.manifest.director)
+            break
+    count = info.rows if len(refs) == 1 and _is_plain_count(tree) else None
     count_name = tree.expressions[0].alias if count is not None and tree.expressions[0].alias else "count_star()"
 
-    _expand_star(tree, info)
-    marker = exp.Table(this=exp.to_identifier(_MARKER), alias=exp.TableAlias(this=exp.to_identifier(alias)))
-    t_new = tree.args.get("from") or tree.args.get("from_")
-    t_new.this.replace(marker)
-    # Column qualifiers naming the database (db.table.col) become the alias.
+    # the rules return new trees: find this tree's table nodes again
+    from_ = tree.args.get("from") or tree.args.get("from_")
+    for r, node in zip(refs, [from_.this] + [j.this for j in tree.args.get("joins") or []]):
+        r.node = node
+    if any(r.info.partitioned for r in refs):
+        _expand_star(tree, info if info.partitioned else parts[0].info)
+    placeholders = {}
+    for i, r in enumerate(refs):
+        marker = f"__qengine_table_{i}__"
+        placeholders[marker] = "{{" + f"{r.info.database}.{r.info.name}" + "}}"
+        r.node.replace(exp.Table(this=exp.to_identifier(marker), alias=exp.TableAlias(this=exp.to_identifier(r.alias)),
+                                 joins=r.node.args.get("joins")))
+    # Column qualifiers naming the database or the table (db.table.col) become the alias.
     for col in tree.find_all(exp.Column):
         if col.args.get("db"):
             col.set("db", None)
-        if col.table and col.table.lower() in qualifiers:
-            col.set("table", exp.to_identifier(alias))
+        if col.table:
+            ref = next((r for r in refs if col.table.lower() in r.qualifiers), None)
+            if ref is not None:
+                col.set("table", exp.to_identifier(ref.alias))
 
     sp = split(tree, PARTS)
-    placeholder = "{{" + f"{info.database}.{info.name}" + "}}"
-    worker_sql = to_duckdb(sp.worker).replace(_MARKER, placeholder).replace(f'"{placeholder}"', placeholder)
+    worker_sql = to_duckdb(sp.worker)
+    for marker, ph in placeholders.items():
+        worker_sql = worker_sql.replace(f'"{marker}"', ph).replace(marker, ph)
     merge_sql = to_duckdb(sp.merge)
     meta = {}
     for e in original.expressions:
         inner = e.this if isinstance(e, exp.Alias) else e
         if isinstance(inner, exp.Star) or (isinstance(inner, exp.Column) and isinstance(inner.this, exp.Star)):
-            meta.update({c["name"]: c for c in info.columns})
+            for r in reversed(refs):
+                if not isinstance(inner, exp.Column) or (inner.table or "").lower() in r.qualifiers:
+                    meta.update({c["name"]: c for c in r.info.columns})
         elif isinstance(inner, exp.Column):
-            c = info.column(inner.name)
+            ref = _ref_of(inner, refs)
+            c = ref.info.column(inner.name) if ref is not None else None
             if c is not None:
                 meta[e.alias_or_name] = c
     return Plan(sql=sql, lang=lang, table=info, chunks=chunks, worker_sql=worker_sql, merge_sql=merge_sql,
                 worker_limit=sp.worker_limit, merge_needs_all=sp.merge_needs_all, regions=regions,
-                id_restriction=idr, index_table=index_table, count_from_stats=count, count_name=count_name, column_meta=meta)
+                id_restriction=idr, index_table=index_table, count_from_stats=count, count_name=count_name,
+                column_meta=meta, tables=[r.info for r in parts])

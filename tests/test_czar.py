@@ -195,7 +195,9 @@ def test_qserv_dialect_areaspec_and_scisql(cluster, oracle):
     (f"SELECT * FROM {DB}.Objekt", r"unknown table.*did you mean.*Object"),
     (f"SELECT magg FROM {T}", r"unknown column 'magg'.*did you mean mag"),
     (f"DROP TABLE {T}", r"only SELECT"),
-    (f"SELECT objectId FROM {T} o JOIN {DB}.Source s ON o.objectId = s.objectId", r"joins are not supported"),
+    (f"SELECT objectId FROM {T} o JOIN {DB}.Source s ON o.objectId = s.objectId", r"ambiguous: qualify it as o.objectId or s.objectId"),
+    (f"SELECT o1.objectId FROM {T} o1, {T} o2 WHERE o1.mag = o2.mag", r"joined on the director key.*near-neighbour"),
+    (f"SELECT o.objectId FROM {T} o JOIN {DB}.Source s ON o.objectId = s.sourceId", r"joined on the director key"),
     (f"SELECT MEDIAN(mag) FROM {T}", r"(?i)median"),
     ("SELECT ra FROM", r"line 1"),
 ])
@@ -312,3 +314,29 @@ def test_cancel_stops_every_worker_part(cluster):
     if cancelled and errors:
         assert "cancelled" in str(errors[0])
     assert "cancel-me" not in qe.czar._running
+
+
+@pytest.mark.parametrize("sql,ordered", [
+    (f"SELECT o.objectId, s.sourceId, s.flux FROM {T} o JOIN {DB}.Source s ON o.objectId = s.objectId "
+     "WHERE o.mag < 18", False),
+    (f"SELECT o.objectId, COUNT(*) AS n, AVG(s.flux) AS f FROM {T} AS o, {DB}.Source AS s "
+     "WHERE s.objectId = o.objectId AND CONTAINS(POINT('ICRS', o.ra, o.decl), CIRCLE('ICRS', 0, 90, 12)) = 1 "
+     "GROUP BY o.objectId", False),
+    (f"SELECT objectId, s.flux FROM {T} JOIN {DB}.Source s USING (objectId) WHERE objectId = {BASE_ID + 42}", False),
+    (f"SELECT o.objectId, s.sourceId FROM {T} o LEFT OUTER JOIN {DB}.Source s ON o.objectId = s.objectId "
+     "AND s.flux > 1060 WHERE o.decl > 80", False),
+    (f"SELECT o.objectId, s.sourceId FROM {T} o JOIN {DB}.Source s ON o.objectId = s.objectId "
+     "ORDER BY s.flux DESC, s.sourceId LIMIT 10", True),
+    (f"SELECT f.name, COUNT(*) AS n FROM {T} o JOIN {DB}.Filter f ON f.filterId = CAST(FLOOR(o.mag) AS INTEGER) % 3 "
+     "GROUP BY f.name", False),
+])
+def test_co_located_and_replicated_joins_equal_single_duckdb(cluster, oracle, sql, ordered):
+    got = check(cluster, oracle, sql, ordered)
+    assert got.num_rows > 0
+
+
+def test_join_on_one_object_visits_one_chunk(cluster):
+    qe, _ = cluster
+    ex = qe.explain(f"SELECT s.sourceId FROM {T} o JOIN {DB}.Source s ON o.objectId = s.objectId "
+                    f"WHERE s.objectId = {BASE_ID + 7}")
+    assert ex.num_chunks == 1
