@@ -54,7 +54,7 @@ class QueryRequest:
     max_bytes: int = 0
     threads: int = 0
     memory_limit: str = ""
-    batch_rows: int = 65_536
+    batch_rows: int = 8_192  # ~4 MiB messages for wide tables: gRPC serialisation cost grows with size
     timeout_seconds: float = 0.0
     lane: str = "scan"
 

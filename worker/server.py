@@ -78,7 +78,7 @@ class WorkerService(pb_grpc.WorkerServicer):
             chunk_ids=None if request.all_chunks else list(request.chunk_ids),
             uploads=uploads, max_rows=request.max_rows, max_bytes=request.max_bytes,
             threads=request.threads, memory_limit=request.memory_limit,
-            batch_rows=request.batch_rows or 65_536, timeout_seconds=request.timeout_seconds,
+            batch_rows=request.batch_rows or 8_192, timeout_seconds=request.timeout_seconds,
             lane=request.lane or "scan",
         )
         if not request.sql.strip():
