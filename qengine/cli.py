@@ -6,39 +6,72 @@ core never depends on the partitioner, worker or czar at import time.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
-from typing import Callable
+from dataclasses import dataclass
 
 from qengine.errors import QEngineError
 
 log = logging.getLogger("qengine")
 
 
-def _cmd_generate(sub: argparse._SubParsersAction) -> None:
-    from catalogs import generate
+@dataclass(frozen=True)
+class _Command:
+    """A sub-command: its module is imported only when that command runs (or shows --help)."""
 
-    p = sub.add_parser(
-        "generate",
-        help="write a seeded synthetic catalogue (Parquet) with realistic sky density",
-        description="Generate a synthetic catalogue (directors and their children) as Parquet.",
-    )
-    generate.add_arguments(p)
-    p.set_defaults(func=generate.run)
+    name: str
+    module: str
+    add_arguments: str
+    run: str
+    help: str
+    description: str
 
 
-def _cmd_chunk(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "chunk",
-        help="locate positions in Qserv's chunking (chunk, sub-chunk, bounds, overlap)",
-        description="Print the chunk and sub-chunk of each RA/Dec position (degrees), the "
-        "chunk's bounds and the chunks that receive the position as overlap.",
-    )
+_COMMANDS = [
+    _Command("demo", "qengine.demo", "add_arguments", "run",
+             "sample catalogue -> chunked store -> local cluster -> example queries; serves the czar",
+             "Generate (once, cached) a sample LSST-DR-like catalogue, ingest and verify it, start a czar "
+             "with workers on loopback, run example queries with timings and serve until Ctrl-C."),
+    _Command("generate", "catalogs.generate", "add_arguments", "run",
+             "write a seeded synthetic catalogue (Parquet) with realistic sky density",
+             "Generate a synthetic catalogue (directors and their children) as Parquet."),
+    _Command("ingest", "partitioner.cli", "add_ingest_arguments", "run_ingest",
+             "partition input files into a table of the chunked Parquet store (one transaction)",
+             "Ingest CSV/TSV, Parquet, FITS or VOTable files into ROOT/<database>/<table>/ as one "
+             "transaction: rows placed in Qserv chunks, overlap, director index, manifest."),
+    _Command("catalog", "partitioner.cli", "add_catalog_arguments", "run_catalog",
+             "inspect (info) or check (verify) a partitioned store",
+             "Inspect or check a partitioned store."),
+    _Command("worker", "worker.server", "add_arguments", "run",
+             "serve a data root to the czar over gRPC (DuckDB over its Parquet chunks)",
+             "Run a worker: answers the czar's chunk queries with DuckDB over the Parquet files under "
+             "--data, streaming Arrow results over gRPC."),
+    _Command("czar", "czar.server", "add_arguments", "run",
+             "run the czar: plans queries, fans them out to workers, merges (HTTP API)",
+             "Run the czar for the workers and metadata named in cluster.yaml; serves the HTTP API that "
+             "qengine.connect(url) uses."),
+    _Command("query", "czar.cli", "add_arguments", "run",
+             "run one ADQL or Qserv query and print or write the result",
+             "Run one query against a czar (--url) or a local cluster over a store (--root)."),
+    _Command("catalogs", "qengine.cli", "_catalogs_arguments", "_run_catalogs",
+             "list the shipped catalogue definitions, or show one",
+             "List shipped catalogue definitions; with NAME, show its tables and roles."),
+    _Command("chunk", "qengine.cli", "_chunk_arguments", "_run_chunk",
+             "locate positions in Qserv's chunking (chunk, sub-chunk, bounds, overlap)",
+             "Print the chunk and sub-chunk of each RA/Dec position (degrees), the chunk's bounds and "
+             "the chunks that receive the position as overlap."),
+    _Command("bench", "benchmarks.runner", "add_arguments", "run",
+             "run benchmarks side by side with reference tools; write benchmarks/RESULTS.md",
+             "Run qengine's benchmarks and record ratios to reference tools measured in the same run."),
+]
+
+
+def _chunk_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("positions", nargs="+", metavar="RA,DEC", help="positions in degrees, e.g. 10.5,-3.25")
     p.add_argument("--num-stripes", type=int, default=85)
     p.add_argument("--num-sub-stripes", type=int, default=12)
     p.add_argument("--overlap", type=float, default=0.01667, help="overlap in degrees (default 1')")
-    p.set_defaults(func=_run_chunk)
 
 
 def _run_chunk(args: argparse.Namespace) -> int:
@@ -64,14 +97,8 @@ def _run_chunk(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_catalogs(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "catalogs",
-        help="list the shipped catalogue definitions, or show one",
-        description="List shipped catalogue definitions; with NAME, show its tables and roles.",
-    )
+def _catalogs_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", nargs="?", help="catalogue name (e.g. lsst_dr) or a YAML path")
-    p.set_defaults(func=_run_catalogs)
 
 
 def _run_catalogs(args: argparse.Namespace) -> int:
@@ -93,123 +120,28 @@ def _run_catalogs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_demo(sub: argparse._SubParsersAction) -> None:
-    from qengine import demo
-
-    p = sub.add_parser(
-        "demo",
-        help="generate a sample LSST-DR-like catalogue and show how it chunks",
-        description="Generate (once, cached) a sample LSST-DR-like catalogue and print its "
-        "chunk statistics. Later versions start a local cluster and run example queries.",
-    )
-    demo.add_arguments(p)
-    p.set_defaults(func=demo.run)
-
-
-def _cmd_bench(sub: argparse._SubParsersAction) -> None:
-    from benchmarks import runner
-
-    p = sub.add_parser(
-        "bench",
-        help="run benchmarks side by side with reference tools; write benchmarks/RESULTS.md",
-        description="Run qengine's benchmarks and record ratios to reference tools measured "
-        "in the same run.",
-    )
-    runner.add_arguments(p)
-    p.set_defaults(func=runner.run)
-
-
-def _cmd_ingest(sub: argparse._SubParsersAction) -> None:
-    from partitioner import cli
-
-    p = sub.add_parser(
-        "ingest",
-        help="partition input files into a table of the chunked Parquet store (one transaction)",
-        description="Ingest CSV/TSV, Parquet, FITS or VOTable files into ROOT/<database>/<table>/ as "
-        "one transaction: rows placed in Qserv chunks, overlap, director index, manifest.",
-    )
-    cli.add_ingest_arguments(p)
-    p.set_defaults(func=cli.run_ingest)
-
-
-def _cmd_worker(sub: argparse._SubParsersAction) -> None:
-    from worker import server
-
-    p = sub.add_parser(
-        "worker",
-        help="serve a data root to the czar over gRPC (DuckDB over its Parquet chunks)",
-        description="Run a worker: answers the czar's chunk queries with DuckDB over the Parquet "
-        "files under --data, streaming Arrow results over gRPC.",
-    )
-    server.add_arguments(p)
-    p.set_defaults(func=server.run)
-
-
-def _cmd_czar(sub: argparse._SubParsersAction) -> None:
-    from czar import server
-
-    p = sub.add_parser(
-        "czar",
-        help="run the czar: plans queries, fans them out to workers, merges (HTTP API)",
-        description="Run the czar for the workers and metadata named in cluster.yaml; serves the "
-        "HTTP API that qengine.connect(url) uses.",
-    )
-    server.add_arguments(p)
-    p.set_defaults(func=server.run)
-
-
-def _cmd_query(sub: argparse._SubParsersAction) -> None:
-    from czar import cli
-
-    p = sub.add_parser(
-        "query",
-        help="run one ADQL or Qserv query and print or write the result",
-        description="Run one query against a czar (--url) or a local cluster over a store (--root).",
-    )
-    cli.add_arguments(p)
-    p.set_defaults(func=cli.run)
-
-
-def _cmd_catalog(sub: argparse._SubParsersAction) -> None:
-    from partitioner import cli
-
-    p = sub.add_parser(
-        "catalog",
-        help="inspect (info) or check (verify) a partitioned store",
-        description="Inspect or check a partitioned store.",
-    )
-    cli.add_catalog_arguments(p)
-    p.set_defaults(func=cli.run_catalog)
-
-
-_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _cmd_demo,
-    _cmd_generate,
-    _cmd_ingest,
-    _cmd_catalog,
-    _cmd_worker,
-    _cmd_czar,
-    _cmd_query,
-    _cmd_catalogs,
-    _cmd_chunk,
-    _cmd_bench,
-]
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s module is imported (all of them when None)."""
     parser = argparse.ArgumentParser(
         prog="qengine",
         description="qengine: a Qserv-compatible distributed query engine for astronomical catalogues.",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging on stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in _COMMANDS:
-        add(sub)
+    for c in _COMMANDS:
+        p = sub.add_parser(c.name, help=c.help, description=c.description)
+        if command is None or command == c.name:
+            module = importlib.import_module(c.module)
+            getattr(module, c.add_arguments)(p)
+            p.set_defaults(func=getattr(module, c.run))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    names = {c.name for c in _COMMANDS}
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in names else "")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2),
@@ -227,6 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"qengine {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and friends
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,7 +10,7 @@ import pytest
 from qengine.cli import build_parser
 
 QENGINE = [sys.executable, "-m", "qengine.cli"]
-COMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)
+COMMANDS = sorted(build_parser("")._subparsers._group_actions[0].choices)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
