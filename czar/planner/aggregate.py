@@ -83,7 +83,7 @@ from sqlglot import exp
 
 from qengine.errors import QueryError
 
-__all__ = ["SplitPlan", "split", "duckdb_column_name"]
+__all__ = ["SplitPlan", "duckdb_column_name", "split"]
 
 DIALECT = "duckdb"
 
@@ -103,9 +103,14 @@ class SplitPlan:
 
 # --------------------------------------------------------------------------- constants
 
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
 # DuckDB's aggregate function names (duckdb_functions(), DuckDB 2.0); sqlglot parses those it
 # does not know as exp.Anonymous, which must still be recognised as aggregates.
-_DUCKDB_AGGREGATES = frozenset("""
+_DUCKDB_AGGREGATES = frozenset(_words("""
 any_value approx_count_distinct approx_quantile approx_top_k arbitrary arg_max arg_max_null
 arg_max_nulls_last arg_min arg_min_null arg_min_nulls_last argmax argmin array_agg avg bit_and
 bit_or bit_xor bitstring_agg bool_and bool_or combine_aggr corr count count_if count_star
@@ -114,12 +119,12 @@ histogram_exact kahan_sum kurtosis kurtosis_pop last list listagg lttb mad max m
 median min min_by mode product quantile quantile_cont quantile_disc regr_avgx regr_avgy
 regr_count regr_intercept regr_r2 regr_slope regr_sxx regr_sxy regr_syy reservoir_quantile sem
 skewness stddev stddev_pop stddev_samp string_agg sum sum_no_overflow sumkahan var_pop var_samp
-variance variant_group_object every
-""".split())
+variance variant_group_object
+"""))
 
 # DuckDB's keywords (duckdb_keywords(), every category): DuckDB quotes these when it renders an
 # identifier or a function name into a column name.
-_DUCKDB_KEYWORDS = frozenset("""
+_DUCKDB_KEYWORDS = frozenset(_words("""
 abort absolute access action add admin after aggregate all also alter always analyse analyze and
 anti any approx array as asc asof assertion assignment asymmetric at attach attribute
 authorization backward before begin between bigint binary bit boolean both by cache call called
@@ -162,7 +167,7 @@ varchar variable variadic varying verbose version view views virtual volatile we
 where whitespace window with within without work wrapper write xml xmlattributes xmlconcat
 xmlelement xmlexists xmlforest xmlnamespaces xmlparse xmlpi xmlroot xmlserialize xmltable year
 years yes zone
-""".split())
+"""))
 
 _SIMPLE_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -204,7 +209,7 @@ def _err(message: str, node: exp.Expr | None = None) -> QueryError:
     return QueryError(message, line=line, column=col)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _template(sql: str) -> exp.Expr:
     return sqlglot.parse_one(sql, read=DIALECT)
 
@@ -434,7 +439,7 @@ class _Namer:
             return self.conj(node.this, cls) + self.conj(node.expression, cls)
         return [self.r(node)]
 
-    def r(self, e: exp.Expr) -> str:  # noqa: C901 - one case per node type, like DuckDB
+    def r(self, e: exp.Expr) -> str:  # one case per node type, like DuckDB
         e = _unparen(e)
         r = self.r
         if isinstance(e, exp.Column):
@@ -491,7 +496,7 @@ class _Namer:
                 out += f" WHEN ({cond_s}) THEN ({r(when.args['true'])})"
             default = e.args.get("default")
             return out + f" ELSE {r(default) if default is not None else 'NULL'} END"
-        if isinstance(e, (exp.Cast, exp.TryCast)) and not isinstance(e.args.get("to"), type(None)):
+        if isinstance(e, (exp.Cast, exp.TryCast)) and e.args.get("to") is not None:
             word = "TRY_CAST" if isinstance(e, exp.TryCast) or e.args.get("safe") else "CAST"
             to = e.args["to"].sql(DIALECT)
             base, _, rest = to.partition("(")
