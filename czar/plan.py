@@ -259,7 +259,7 @@ def plan_query(sql: str, metadata: Metadata, *, lang: str = "adql", database: st
             if ref is not None:
                 col.set("table", exp.to_identifier(ref.alias))
 
-    sp = split(tree, PARTS)
+    sp = split(tree, PARTS, source=sql)
     worker_sql = to_duckdb(sp.worker)
     for marker, ph in placeholders.items():
         worker_sql = worker_sql.replace(f'"{marker}"', ph).replace(marker, ph)
