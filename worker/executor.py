@@ -107,7 +107,7 @@ class Executor:
             "autoinstall_known_extensions": False, "autoload_known_extensions": False,
         })
         # Chunk files are immutable once committed: keep their footers in memory.
-        con.execute("SET parquet_metadata_cache = true")
+        con.execute("SET GLOBAL parquet_metadata_cache = true")  # GLOBAL: query cursors share it
         # Persistent (not TEMP) macros: every query's cursor of this database sees them.
         for stmt in macro_sql():
             con.execute(stmt.replace(" TEMP MACRO ", " MACRO ", 1))
