@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from qengine.chunker import Chunker
 from qengine.errors import QueryError
 from qengine.store import TableManifest, list_tables, load_manifest, table_dir
@@ -27,6 +29,8 @@ class TableInfo:
         self._chunk_ids = self.manifest.chunk_ids()
         self._chunk_set = frozenset(self._chunk_ids)
         self._chunk_rows = {c: s.rows for c, s in self.manifest.chunks.items() if s.rows}
+        self._chunk_array = np.asarray(self._chunk_ids, dtype=np.int64)
+        self._rows_array = np.asarray([self._chunk_rows[c] for c in self._chunk_ids], dtype=np.int64)
         self._chunker = Chunker(**self.manifest.chunker) if self.manifest.chunker else None
 
     @property
@@ -71,6 +75,13 @@ class TableInfo:
 
     def chunk_rows(self) -> dict[int, int]:
         return self._chunk_rows
+
+    def chunk_row_weights(self, chunks: np.ndarray) -> np.ndarray:
+        """Rows of each chunk (1 for a chunk without rows: it still costs a visit)."""
+        if self._chunk_array.size == 0:
+            return np.ones(len(chunks), np.int64)
+        i = np.minimum(np.searchsorted(self._chunk_array, chunks), self._chunk_array.size - 1)
+        return np.where(self._chunk_array[i] == chunks, self._rows_array[i], 1)
 
 
 class Metadata:

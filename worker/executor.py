@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from worker.inventory import Inventory, bind_sql
@@ -155,12 +156,16 @@ class Executor:
             raise QueryError("INVALID_ARGUMENT", f"unknown lane {req.lane!r}; use one of {', '.join(LANES)}")
         chunks = req.chunk_ids
         if chunks is not None:
-            held = self.inventory.held_chunks()
-            missing = [c for c in chunks if c not in held]
+            held = self.inventory.held_chunk_array()
+            arr = np.unique(np.asarray(chunks, dtype=np.int64))
+            pos = np.searchsorted(held, arr)
+            ok = (pos < held.size) & (held[np.minimum(pos, max(held.size - 1, 0))] == arr) if held.size \
+                else np.zeros(arr.size, bool)
+            missing = arr[~ok].tolist()
             if missing:
                 shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
                 raise QueryError("NOT_FOUND", f"chunk(s) not held by this worker: {shown}")
-            chunks = sorted(set(chunks))
+            chunks = arr.tolist()
             stats.chunks = len(chunks)
         else:
             stats.chunks = len(self.inventory.held_chunks())
