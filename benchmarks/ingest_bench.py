@@ -12,6 +12,7 @@ Run as ``qengine bench --suite ingest [--objects N] [--source-objects M] [--no-h
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -140,8 +141,12 @@ def measure(label: str, cmd: list[str], log_path: Path, env: dict | None = None)
         poller.start()
         try:
             _, status, usage = os.wait4(proc.pid, 0)
-        except BaseException:
-            proc.kill()
+        except BaseException:  # interrupted: take the whole tree down (dask workers included)
+            with contextlib.suppress(psutil.Error):
+                tree = psutil.Process(proc.pid).children(recursive=True)
+                for p in [psutil.Process(proc.pid)] + tree:
+                    with contextlib.suppress(psutil.Error):
+                        p.kill()
             raise
         finally:
             stop.set()
@@ -272,6 +277,13 @@ def run(args: argparse.Namespace) -> tuple[str, str]:
     threads = getattr(args, "ingest_threads", 2)
     workers = getattr(args, "hats_workers", 2)
 
+    import signal
+
+    def _term(signum, frame):  # SIGTERM: unwind, so children are killed and the work dir removed
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _term)
     data = prepare_input(n, src_objects, progress=sys.stderr.isatty())
     work_base = getattr(args, "work_dir", None) or cache_root()
     work_base.mkdir(parents=True, exist_ok=True)

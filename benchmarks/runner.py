@@ -11,7 +11,7 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 SUITES = {"chunker": "benchmarks.chunker_bench", "ingest": "benchmarks.ingest_bench",
-          "worker": "benchmarks.worker_bench"}
+          "worker": "benchmarks.worker_bench", "czar": "benchmarks.czar_bench"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -46,9 +46,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     wrk.add_argument("--worker-objects", type=int, default=2_000_000,
                      help="Objects generated and ingested with 85x12 stripes (default 2e6)")
     wrk.add_argument("--worker-reps", type=int, default=7,
-                     help="interleaved repetitions of the streaming and aggregate runs (default 7)")
+                     help="interleaved repetitions of the streaming runs (default 7)")
     wrk.add_argument("--worker-calls", type=int, default=200,
                      help="point-query calls per path (default 200)")
+    wrk.add_argument("--worker-agg-reps", type=int, default=25,
+                     help="interleaved repetitions of the full-scan aggregates (default 25)")
+    czr = p.add_argument_group("czar suite")
+    czr.add_argument("--czar-objects", type=int, default=10_000_000,
+                     help="Objects ingested with the catalogue's 340x3 stripes (default 1e7)")
+    czr.add_argument("--czar-cones", type=int, default=200, help="cone searches timed through the cluster (default 200)")
+    czr.add_argument("--czar-reps", type=int, default=5,
+                     help="DuckDB full-scan cones and interleaved GROUP BY rounds (default 5)")
+    czr.add_argument("--czar-worker-threads", type=int, default=1,
+                     help="DuckDB threads per worker process (default 1: 2 workers = the baseline's 2 threads)")
+    czr.add_argument("--czar-breakdown", type=int, default=50, help="cones in the latency breakdown (default 50)")
     p.add_argument("--results", type=Path, default=RESULTS, help=f"results file (default {RESULTS})")
     p.add_argument("--no-write", action="store_true", help="print results only")
 
