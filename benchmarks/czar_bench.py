@@ -355,6 +355,60 @@ def aggregate(cl, con, files: list[Path], store_files: list[Path], reps: int) ->
                   "cpu_s": {k: _med(v) for k, v in cpu.items()}}
 
 
+def layout(store_files: list[Path], reps: int, n_files: int = 2) -> tuple[str, dict]:
+    """(2c) the GROUP BY's DuckDB CPU time on a few store files as written vs rewritten with other
+    row-group sizes / float encodings (one in-process DuckDB, 2 threads, interleaved)."""
+    import duckdb
+    import pyarrow.parquet as pq
+
+    files = store_files[len(store_files) // 2: len(store_files) // 2 + n_files]
+    tmp = Path(tempfile.mkdtemp(prefix="czar-bench-layout-"))
+    meta = pq.ParquetFile(files[0]).metadata
+    rg0 = meta.row_group(0)
+    names = [rg0.column(i).path_in_schema for i in range(rg0.num_columns)]
+    enc = ", ".join(sorted({e for i in range(rg0.num_columns) if names[i] in ("coord_dec", "r_psfFlux")
+                            for e in rg0.column(i).encodings}))
+    variants: dict[str, list[Path]] = {f"the store's files as written ({rg0.num_rows:,}-row groups, coord_dec/r_psfFlux encodings {enc})": files}
+    con = duckdb.connect(config={"threads": BASELINE_THREADS})
+    try:
+        for label, rg, bss in (("rewritten: same row groups, doubles BYTE_STREAM_SPLIT (as `catalogs.generate` writes)",
+                                rg0.num_rows, True),
+                               ("rewritten: 200,000-row groups, doubles PLAIN", 200_000, False),
+                               ("rewritten: 200,000-row groups, doubles BYTE_STREAM_SPLIT", 200_000, True)):
+            out = []
+            for i, f in enumerate(files):
+                t = pq.read_table(f)
+                path = tmp / f"{rg}-{int(bss)}-{i}.parquet"
+                floats = [c.name for c in t.schema if str(c.type) in ("double", "float")]
+                pq.write_table(t, path, row_group_size=rg, compression="zstd", compression_level=1,
+                               use_dictionary=[c.name for c in t.schema if str(c.type) == "string"],
+                               column_encoding=dict.fromkeys(floats, "BYTE_STREAM_SPLIT") if bss else None,
+                               write_statistics=True)
+                out.append(path)
+            variants[label] = out
+        sqls = {k: AGG_DUCK.format(T=_scan(v)) for k, v in variants.items()}
+        cpu: dict[str, list[float]] = {k: [] for k in sqls}
+        names = list(sqls)
+        for k in names:
+            _arrow(con, sqls[k])
+        for r in range(reps):
+            for k in names[r % len(names):] + names[: r % len(names)]:
+                c0 = time.process_time()
+                _arrow(con, sqls[k])
+                cpu[k].append(time.process_time() - c0)
+    finally:
+        con.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    med = {k: _med(v) for k, v in cpu.items()}
+    base = med[names[0]]
+    rows = sum(pq.read_metadata(f).num_rows for f in files)
+    text = ("| files | DuckDB CPU ms (median) | vs as written |\n|---|---:|---:|\n" +
+            "\n".join(f"| {k} | {v * 1e3:.0f} | {v / base:.2f}x |" for k, v in med.items()) +
+            f"\n\nThe GROUP BY on {len(files)} of the store's data files ({rows:,} rows), one in-process DuckDB "
+            f"({BASELINE_THREADS} threads), {reps} interleaved rounds; the copies hold the same rows, zstd level 1.\n")
+    return text, {"cpu_s": med, "base": names[0]}
+
+
 def aggregate_breakdown(cl, reps: int) -> tuple[str, dict]:
     """(2b) where the full-scan GROUP BY's time goes, through the czar's own steps: wall time, the
     czar process's CPU time and the worker processes' CPU time per step."""
@@ -411,7 +465,7 @@ def aggregate_breakdown(cl, reps: int) -> tuple[str, dict]:
     emed = {k: _med(v) * 1e3 for k, v in wexec.items()}
     rows = [
         ("`plan_query`", "plan"),
-        (f"`Czar._chunks` + `Czar._assign` (Python loops over the {sum(sent):,} chunk ids)", "assign"),
+        (f"`Czar._chunks` + `Czar._assign` ({sum(sent):,} chunk ids)", "assign"),
         ("`Czar._fan_out` (both workers at once)", "fan_out"),
         ("`Czar._run_merge`", "merge"),
         ("sum (= one `Czar.query`)", "total"),
@@ -665,7 +719,7 @@ def _fan_out(czar, plan, assignment):
     return czar._fan_out(plan, assignment, 0, 0.0)
 
 
-def _summary(r1: dict, r2: dict, r2b: dict, r3: dict) -> str:
+def _summary(r1: dict, r2: dict, r2b: dict, r3: dict, r2c: dict | None = None) -> str:
     """The verdict and its measured causes, in a few lines."""
     c, m, d = r3["cpu_ms"], r3["median_ms"], r3.get("duck_cpu_ms") or []
     cone_ok = r1["p50_ms"] < TARGET_CONE_MS and r1["ratio"] >= TARGET_CONE_SPEEDUP
@@ -692,7 +746,10 @@ def _summary(r1: dict, r2: dict, r2b: dict, r3: dict) -> str:
             f"(over the store's own files {cpu['duckdb_store']:.2f}). Of qengine's: `Czar._assign` "
             f"{cz['assign'] / 1e3:.2f} s in the czar (serial, before any worker starts), the workers "
             f"{wk['fan_out'] / 1e3:.2f} s; one worker scanning all rows without a chunk list "
-            f"{wk['rpc_all'] / 1e3:.2f} s, each half with its chunk list {wk['rpc'] / 1e3:.2f} s.")
+            f"{wk['rpc_all'] / 1e3:.2f} s, each half with its chunk list {wk['rpc'] / 1e3:.2f} s."
+            + (f" DuckDB alone needs {min(r2c['cpu_s'].values()) / r2c['cpu_s'][r2c['base']]:.2f}x the CPU on "
+               "store files rewritten with BYTE_STREAM_SPLIT doubles / other row groups (table below)."
+               if r2c else ""))
     return "\n".join(lines) + "\n"
 
 
@@ -741,6 +798,9 @@ def run(args: argparse.Namespace) -> tuple[str, str]:
         _log("(2b) GROUP BY breakdown")
         t2b, r2b = aggregate_breakdown(cl, 3)
         _log("    " + ", ".join(f"{k} {v:.0f} ms" for k, v in r2b["median_ms"].items()))
+        _log("(2c) storage layout")
+        t2c, r2c = layout(store_files, reps)
+        _log("    " + ", ".join(f"{v * 1e3:.0f} ms" for v in r2c["cpu_s"].values()))
         _log(f"(3) breakdown over {n_break} cones")
         t3, r3 = breakdown(cl, store, centres[:n_break], centres)
         _log("    " + ", ".join(f"{k} {v:.2f} ms" for k, v in r3["median_ms"].items()))
@@ -748,7 +808,7 @@ def run(args: argparse.Namespace) -> tuple[str, str]:
     load1 = _load()
     per_worker = "; ".join(f"{len(d['chunks']):,} chunks" for d in agg_plan.per_worker.values())
     p = m.chunker or {}
-    summary = _summary(r1, r2, r2b, r3)
+    summary = _summary(r1, r2, r2b, r3, r2c)
     body = (
         f"`LocalCluster(store, workers=2, threads={threads})` (two real `qengine worker` processes on loopback, "
         f"{threads} DuckDB thread per lane each; the czar in the benchmark process) vs one DuckDB in "
@@ -766,6 +826,7 @@ def run(args: argparse.Namespace) -> tuple[str, str]:
         f"### Cone search, r = 1'\n\n{t1}\n"
         f"### Full-scan GROUP BY\n\n{t2}\n"
         f"Where its time goes:\n\n{t2b}\n"
+        f"The storage layout's share (DuckDB alone, no qengine code):\n\n{t2c}\n"
         f"### Where a cone search's time goes\n\n{t3}"
     )
     return "Czar: cone search and full-scan aggregate", body

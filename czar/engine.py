@@ -101,6 +101,8 @@ class Czar:
         t = plan.table
         keys = [(x.database.lower(), x.name.lower()) for x in (plan.tables or [t])]
         want = np.asarray(chunks, dtype=np.int64)
+        if want.size == 0:
+            return {}
         # a worker serves a chunk only if it holds it for every co-located table of the query
         holders = {}
         for w in self.workers:

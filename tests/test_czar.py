@@ -340,3 +340,12 @@ def test_join_on_one_object_visits_one_chunk(cluster):
     ex = qe.explain(f"SELECT s.sourceId FROM {T} o JOIN {DB}.Source s ON o.objectId = s.objectId "
                     f"WHERE s.objectId = {BASE_ID + 7}")
     assert ex.num_chunks == 1
+
+
+def test_a_region_with_no_rows_visits_nothing(cluster, oracle):
+    qe, _ = cluster
+    # a tiny cone far from every object: no chunk with rows intersects it (or its chunk is empty)
+    sql = f"SELECT objectId FROM {T} WHERE CONTAINS(POINT('ICRS', ra, decl), CIRCLE('ICRS', 123.456, 7.89, 0.0001)) = 1"
+    ex = qe.explain(sql)
+    assert sum(len(d["chunks"]) for d in ex.per_worker.values()) == ex.num_chunks
+    check(cluster, oracle, sql)
