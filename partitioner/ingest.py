@@ -483,6 +483,7 @@ def _write_chunk_files(data_spill: StripeSpill, over_spill: StripeSpill, stats: 
 def _duck(options: IngestOptions, tmp: Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(config={"threads": max(1, options.threads), "memory_limit": options.memory_limit,
                                  "temp_directory": str(tmp)})
+    con.execute("SET enable_progress_bar = false")  # our own progress reporting only
     return con
 
 
