@@ -6,8 +6,10 @@ peak memory are its own: the parent polls the child's whole process tree (dask w
 included) every 0.2 s with psutil and records the peak of the summed RSS (and PSS), and takes
 the exact ``ru_maxrss`` of the child from ``os.wait4``.
 
-Run as ``qengine bench --suite ingest [--objects N] [--source-objects M] [--no-hats] ...``.
-``python -m benchmarks.ingest_bench hats ...`` is the hats-import child (internal).
+Run as ``qengine bench --suite ingest [--objects N] [--source-objects M] [--no-hats] ...``
+(or ``python -m benchmarks.ingest_bench`` with the same options). Internal children:
+``python -m benchmarks.ingest_bench qengine ARGS`` is exactly ``qengine ingest ARGS`` (without
+importing the rest of the CLI), ``... hats ...`` one hats-import run on a dask LocalCluster.
 """
 from __future__ import annotations
 
