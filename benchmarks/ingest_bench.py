@@ -292,7 +292,6 @@ def run(args: argparse.Namespace) -> tuple[str, str]:
     work = Path(tempfile.mkdtemp(prefix="ingest-run-", dir=work_base))
     _log(f"stores and temporary files under {work}")
     results: dict[str, Measured] = {}
-    notes: list[str] = []
     try:
         root = work / "qengine"
         env = dict(os.environ)

@@ -20,7 +20,7 @@ from czar.metadata import Metadata
 from czar.plan import PARTS, Plan, plan_query
 from qengine.errors import QEngineError, QueryError
 from qengine.workerclient import ExecuteSummary, WorkerClient, WorkerError
-from worker.sqlfuncs import macro_sql
+from worker.sqlfuncs import register
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,7 @@ class Czar:
         self._holdings: dict[str, dict[tuple[str, str], np.ndarray]] = {}
         self._merge = duckdb.connect(config={"threads": 2, "autoinstall_known_extensions": False,
                                              "autoload_known_extensions": False})
-        for stmt in macro_sql():  # persistent, so that every cursor sees them
-            self._merge.execute(stmt.replace(" TEMP MACRO ", " MACRO ", 1))
+        register(self._merge, persistent=True)  # every cursor sees them
         self._merge_lock = threading.Lock()
         self._running: dict[str, dict] = {}
         self.refresh()

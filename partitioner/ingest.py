@@ -16,7 +16,6 @@ import logging
 import os
 import queue
 import shutil
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +34,7 @@ from partitioner.readers import InputSpec, Reject, count_bytes, read_batches
 from partitioner.spill import StripeSpill, write_parquet
 from qengine.catalog import Partitioning, Table
 from qengine.chunker import Chunker
-from qengine.errors import IngestError, QEngineError
+from qengine.errors import IngestError
 from qengine.store import (
     MANIFEST, ChunkStats, FileEntry, StoreError, TableManifest, Transaction, load_manifest,
     table_dir,

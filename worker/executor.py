@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from worker.inventory import Inventory, bind_sql
-from worker.sqlfuncs import macro_sql
+from worker.sqlfuncs import register
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +109,7 @@ class Executor:
         })
         # Chunk files are immutable once committed: keep their footers in memory.
         con.execute("SET GLOBAL parquet_metadata_cache = true")  # GLOBAL: query cursors share it
-        # Persistent (not TEMP) macros: every query's cursor of this database sees them.
-        for stmt in macro_sql():
-            con.execute(stmt.replace(" TEMP MACRO ", " MACRO ", 1))
+        register(con, persistent=True)  # every query's cursor of this database sees them
         root = str(self.inventory.root) + "/"
         con.execute(f"SET allowed_directories = [{_sql_literal(root)}, {_sql_literal(str(tmp) + '/')}]")
         con.execute("SET enable_external_access = false")

@@ -524,13 +524,20 @@ def needed_statements(sql: str | None = None) -> list[int]:
     return sorted(keep)
 
 
-def register(con: duckdb.DuckDBPyConnection, *, sql: str | None = None) -> None:
+def register(con: duckdb.DuckDBPyConnection, *, sql: str | None = None, persistent: bool = False) -> None:
     """Create the functions on ``con`` (idempotent; TEMP macros, so per connection).
 
     With ``sql``, only the functions whose names occur in that text (and the
     helpers they use) are created: a few milliseconds instead of ~0.1 s for all
     of them, most of it the 28 polygon overloads of each polygon function.
+    With ``persistent``, the macros live in the database's catalogue, so every
+    cursor of it sees them (workers and the czar run each query on a cursor).
     """
+    if persistent:
+        texts = macro_sql()
+        for i in needed_statements(sql):
+            con.execute(texts[i].replace(" TEMP MACRO ", " MACRO ", 1))
+        return
     stmts = _statements()
     for i in needed_statements(sql):
         con.execute(stmts[i])
