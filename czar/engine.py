@@ -157,24 +157,33 @@ class Czar:
 
     # ------------------------------------------------------------------ execution
     def query(self, sql: str, *, lang: str = "adql", database: str | None = None,
-              max_rows: int = 0, timeout: float = 0.0, query_id: str | None = None) -> pa.Table:
+              max_rows: int = 0, timeout: float = 0.0, query_id: str | None = None,
+              maxrec: int | None = None, uploads: dict[str, pa.Table] | None = None) -> pa.Table:
         """Run a query; returns a pyarrow Table with unit/UCD/description field metadata.
 
-        ``query_id`` names the query for :meth:`cancel` (from another thread)."""
+        ``query_id`` names the query for :meth:`cancel` (from another thread). ``max_rows`` is a
+        hard limit (an answer with more rows is an error); ``maxrec`` is TAP's MAXREC: the first
+        ``maxrec`` rows of the answer, with schema metadata ``qengine.overflow = true`` when
+        there were more. ``uploads`` are tables the query may read as ``TAP_UPLOAD.<name>``."""
         t0 = time.perf_counter()
-        plan = plan_query(sql, self.metadata, lang=lang, database=database)
+        if maxrec is not None and maxrec < 0:
+            raise QueryError(f"MAXREC must be 0 or more, got {maxrec}")
+        plan = plan_query(sql, self.metadata.with_uploads(uploads), lang=lang, database=database,
+                          maxrec=maxrec)
         if plan.count_from_stats is not None:
-            return pa.table({plan.count_name: pa.array([plan.count_from_stats], pa.int64())})
+            result = pa.table({plan.count_name: pa.array([plan.count_from_stats], pa.int64())})
+            return _truncate(result, maxrec)
         if plan.table.partitioned:
             chunks = self._chunks(plan)
             assignment = self._assign(plan, chunks) if chunks else {}
         else:
             assignment = {self.workers[0].address: None}
-        batches, schema = self._fan_out(plan, assignment, max_rows, timeout, query_id or uuid.uuid4().hex)
+        batches, schema = self._fan_out(plan, assignment, max_rows, timeout, query_id or uuid.uuid4().hex,
+                                        uploads)
         result = self._run_merge(plan, batches, schema)
         log.info("query done in %.3f s: %d rows from %d workers", time.perf_counter() - t0,
                  result.num_rows, len(assignment))
-        return result
+        return _truncate(result, maxrec)
 
     def cancel(self, query_id: str) -> bool:
         """Stop every worker's part of a running query; False if it is not running."""
@@ -194,18 +203,19 @@ class Czar:
         return next(w for w in self.workers if w.address == addr)
 
     def _fan_out(self, plan: Plan, assignment: dict[str, list[int] | None], max_rows: int,
-                 timeout: float, qid: str) -> tuple[list[pa.RecordBatch], pa.Schema | None]:
+                 timeout: float, qid: str, uploads: dict[str, pa.Table] | None = None,
+                 ) -> tuple[list[pa.RecordBatch], pa.Schema | None]:
         with self._merge_lock:
             if qid in self._running:
                 raise QueryError(f"a query with id {qid} is already running")
             state = self._running[qid] = {"workers": list(assignment), "cancelled": False}
         try:
-            return self._fan_out_inner(plan, assignment, max_rows, timeout, qid, state)
+            return self._fan_out_inner(plan, assignment, max_rows, timeout, qid, state, uploads)
         finally:
             with self._merge_lock:
                 self._running.pop(qid, None)
 
-    def _fan_out_inner(self, plan, assignment, max_rows, timeout, qid, state):
+    def _fan_out_inner(self, plan, assignment, max_rows, timeout, qid, state, uploads):
         clients = {w.address: w for w in self.workers}
         out: queue.Queue = queue.Queue()
         stop = threading.Event()
@@ -217,7 +227,7 @@ class Czar:
             try:
                 for b in clients[addr].execute(plan.worker_sql, query_id=f"{qid}-{addr}", chunk_ids=chunks,
                                                max_rows=max_rows, lane=lane, timeout_seconds=timeout,
-                                               summary=summaries[addr]):
+                                               uploads=uploads, summary=summaries[addr]):
                     if stop.is_set():
                         return
                     out.put(("batch", b))
@@ -284,6 +294,15 @@ class Czar:
         finally:
             cur.close()
         return _with_metadata(result, plan)
+
+
+def _truncate(table: pa.Table, maxrec: int | None) -> pa.Table:
+    """Keep ``maxrec`` rows, marking the overflow TAP reports."""
+    if maxrec is None or table.num_rows <= maxrec:
+        return table
+    md = dict(table.schema.metadata or {})
+    md[b"qengine.overflow"] = b"true"
+    return table.slice(0, maxrec).replace_schema_metadata(md)
 
 
 def _empty_table(plan: Plan) -> pa.Table:

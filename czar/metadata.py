@@ -8,14 +8,42 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from qengine.chunker import Chunker
 from qengine.errors import QueryError
 from qengine.store import TableManifest, list_tables, load_manifest, table_dir
 
-__all__ = ["TableInfo", "Metadata"]
+__all__ = ["TableInfo", "Metadata", "UPLOAD_DB", "upload_table_info"]
 
 CHUNK_COLUMNS = ("chunkId", "subChunkId")
+UPLOAD_DB = "TAP_UPLOAD"   # the schema TAP clients reference uploaded tables in
+
+
+def _felis_type(t: pa.DataType) -> str:
+    """The catalogue datatype word for an uploaded column's Arrow type."""
+    if pa.types.is_boolean(t):
+        return "boolean"
+    if pa.types.is_integer(t):
+        return {1: "byte", 2: "short", 4: "int"}.get(t.bit_width // 8, "long")
+    if pa.types.is_floating(t):
+        return "float" if t.bit_width <= 32 else "double"
+    if pa.types.is_timestamp(t) or pa.types.is_date(t):
+        return "timestamp"
+    return "string"
+
+
+def upload_table_info(name: str, schema: pa.Schema) -> "TableInfo":
+    """A table uploaded with a query (TAP UPLOAD): shipped to the workers like a replicated table."""
+    cols = []
+    for f in schema:
+        c: dict = {"name": f.name, "datatype": _felis_type(f.type)}
+        for key in ("unit", "ucd", "description"):
+            v = (f.metadata or {}).get(key.encode())
+            if v:
+                c[key] = v.decode()
+        cols.append(c)
+    return TableInfo(TableManifest(database=UPLOAD_DB, table=name, role="replicated", columns=cols))
 
 
 @dataclass
@@ -96,6 +124,17 @@ class Metadata:
         for db, name in list_tables(self.root):
             m = load_manifest(table_dir(self.root, db, name))
             self.tables[(db.lower(), name.lower())] = TableInfo(m)
+
+    def with_uploads(self, uploads: dict[str, pa.Table] | None) -> "Metadata":
+        """This metadata plus ``TAP_UPLOAD.<name>`` for each uploaded table (a per-query view)."""
+        if not uploads:
+            return self
+        view = object.__new__(type(self))
+        view.__dict__.update(self.__dict__)
+        view.tables = dict(self.tables)
+        for name, table in uploads.items():
+            view.tables[(UPLOAD_DB.lower(), name.lower())] = upload_table_info(name, table.schema)
+        return view
 
     def databases(self) -> list[str]:
         return sorted({t.database for t in self.tables.values()})

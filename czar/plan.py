@@ -178,6 +178,10 @@ def _is_plain_count(tree: exp.Select) -> bool:
     if len(tree.expressions) != 1 or tree.args.get("where") or tree.args.get("group") \
             or tree.args.get("having") or tree.args.get("distinct") or tree.args.get("offset"):
         return False
+    lim = tree.args.get("limit")
+    if lim is not None and not (isinstance(lim.expression, exp.Literal) and lim.expression.is_int
+                                and int(lim.expression.this) >= 1):
+        return False
     e = tree.expressions[0]
     e = e.this if isinstance(e, exp.Alias) else e
     return isinstance(e, exp.Count) and isinstance(e.this, exp.Star)
@@ -198,11 +202,27 @@ def _expand_star(tree: exp.Select, info: TableInfo) -> None:
             star.set("except_", except_)
 
 
-def plan_query(sql: str, metadata: Metadata, *, lang: str = "adql", database: str | None = None) -> Plan:
+def _cap_limit(tree: exp.Select, maxrec: int) -> None:
+    """TAP's MAXREC: at most ``maxrec`` rows of the answer, plus one to tell overflow apart."""
+    cap = maxrec + 1
+    lim = tree.args.get("limit")
+    if lim is not None and isinstance(lim.expression, exp.Literal) and lim.expression.is_int:
+        if int(lim.expression.this) <= cap:
+            return
+        lim.set("expression", exp.Literal.number(cap))
+    elif lim is None:
+        tree.set("limit", exp.Limit(expression=exp.Literal.number(cap)))
+
+
+def plan_query(sql: str, metadata: Metadata, *, lang: str = "adql", database: str | None = None,
+               maxrec: int | None = None) -> Plan:
+    """Plan ``sql``; ``maxrec`` caps the rows to ``maxrec + 1`` (TAP MAXREC with overflow)."""
     tree = parse(sql, lang)
     original = tree.copy()
     if not isinstance(tree, exp.Select):
         raise QueryError("set operations (UNION/INTERSECT/EXCEPT) and WITH are not supported yet")
+    if maxrec is not None:
+        _cap_limit(tree, maxrec)
     _refuse_unsupported(tree)
     refs = _table_refs(tree, metadata, database)
     _check_columns(tree, refs)

@@ -349,3 +349,55 @@ def test_a_region_with_no_rows_visits_nothing(cluster, oracle):
     ex = qe.explain(sql)
     assert sum(len(d["chunks"]) for d in ex.per_worker.values()) == ex.num_chunks
     check(cluster, oracle, sql)
+
+
+@pytest.mark.parametrize("sql,ordered", [
+    (f"SELECT objectId, mag FROM {T} ORDER BY mag DESC, objectId", True),
+    (f"SELECT objectId, mag FROM {T} ORDER BY objectId LIMIT 3", True),
+    (f"SELECT TOP 50 objectId FROM {T} WHERE decl > 0 ORDER BY objectId", True),
+    (f"SELECT FLOOR(mag) AS m, COUNT(*) AS n FROM {T} GROUP BY FLOOR(mag) ORDER BY m", True),
+    (f"SELECT COUNT(*) FROM {T}", True),
+])
+@pytest.mark.parametrize("maxrec", [0, 1, 7, 100000])
+def test_maxrec_keeps_the_first_rows_and_flags_overflow(cluster, oracle, sql, ordered, maxrec):
+    qe, _ = cluster
+    want = oracle.sql(to_duckdb(parse(sql, "adql"))).to_arrow_table()
+    got = qe.query(sql, maxrec=maxrec)
+    assert got.num_rows == min(maxrec, want.num_rows)
+    overflow = (got.schema.metadata or {}).get(b"qengine.overflow") == b"true"
+    assert overflow == (want.num_rows > maxrec)
+    _same(got.replace_schema_metadata(None), want.slice(0, maxrec), ordered=True)
+
+
+def test_maxrec_must_not_be_negative(cluster):
+    qe, _ = cluster
+    with pytest.raises(QueryError, match="MAXREC"):
+        qe.query(f"SELECT objectId FROM {T}", maxrec=-1)
+
+
+def test_uploaded_tables_join_the_catalogue(cluster, oracle):
+    qe, tables = cluster
+    obj = tables["Object"]
+    rng = np.random.default_rng(5)
+    pick = rng.choice(obj.num_rows, 40, replace=False)
+    upload = pa.table({"id": pa.array(obj["objectId"].take(pick).to_pylist(), pa.int64()),
+                       "tag": pa.array([f"t{i}" for i in range(40)]),
+                       "w": pa.array(rng.normal(size=40))})
+    oracle.register("TAP_UPLOAD_mine", upload)
+    cases = [
+        ("SELECT u.tag, o.mag FROM TAP_UPLOAD.mine AS u JOIN {T} AS o ON o.objectId = u.id",
+         "SELECT u.tag, o.mag FROM TAP_UPLOAD_mine AS u JOIN {T} AS o ON o.objectId = u.id"),
+        ("SELECT COUNT(*) AS n, SUM(w) AS s FROM TAP_UPLOAD.mine",
+         "SELECT COUNT(*) AS n, SUM(w) AS s FROM TAP_UPLOAD_mine"),
+        ("SELECT o.objectId, u.w FROM {T} o, tap_upload.MINE u WHERE o.objectId = u.id AND o.mag > 20",
+         "SELECT o.objectId, u.w FROM {T} o, TAP_UPLOAD_mine u WHERE o.objectId = u.id AND o.mag > 20"),
+    ]
+    for sql, oracle_sql in cases:
+        got = qe.query(sql.format(T=T), uploads={"mine": upload})
+        want = oracle.sql(oracle_sql.format(T=T)).to_arrow_table()
+        _same(got, want, ordered=False)
+        assert got.num_rows > 0
+    with pytest.raises(QueryError, match="unknown table TAP_UPLOAD.other"):
+        qe.query("SELECT * FROM TAP_UPLOAD.other", uploads={"mine": upload})
+    with pytest.raises(QueryError, match="unknown column"):
+        qe.query("SELECT nope FROM TAP_UPLOAD.mine", uploads={"mine": upload})
