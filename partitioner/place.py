@@ -40,11 +40,19 @@ def _with_chunks(batch: pa.RecordBatch, cid: np.ndarray, scid: np.ndarray) -> pa
     return pa.RecordBatch.from_arrays(arrays, schema=placed_schema(batch.schema))
 
 
-def _sorted(batch: pa.RecordBatch, cid: np.ndarray, scid: np.ndarray) -> pa.RecordBatch:
+def _sorted(batch: pa.RecordBatch, cid: np.ndarray, scid: np.ndarray,
+            rows: np.ndarray | None = None) -> pa.RecordBatch:
+    """``batch`` (or its ``rows``, which ``cid``/``scid`` belong to) sorted by (cid, scid).
+
+    Selecting and sorting is one ``take``: taking ``rows`` first and then sorting would copy
+    every column twice.
+    """
     order = np.lexsort((scid, cid))
-    if order.size and np.all(order[1:] > order[:-1]):
-        return _with_chunks(batch, cid, scid)
-    return _with_chunks(batch.take(pa.array(order)), cid[order], scid[order])
+    if rows is None:
+        if order.size and np.all(order[1:] > order[:-1]):
+            return _with_chunks(batch, cid, scid)
+        return _with_chunks(batch.take(pa.array(order)), cid[order], scid[order])
+    return _with_chunks(batch.take(pa.array(rows[order])), cid[order], scid[order])
 
 
 def _positions(batch: pa.RecordBatch, ra_col: str, dec_col: str) -> tuple[np.ndarray, np.ndarray]:
@@ -72,15 +80,16 @@ def place_director(batch: pa.RecordBatch, chunker: Chunker, ra_col: str, dec_col
         else:
             reasons.append(f"invalid position {ra_col}={ra[i]!r}, {dec_col}={dec[i]!r} "
                            "(need finite values with dec in [-90, 90])")
+    keep = None
     if bad.size:
         keep = np.flatnonzero(ok)
-        batch, ra, dec = batch.take(pa.array(keep)), ra[keep], dec[keep]
+        ra, dec = ra[keep], dec[keep]
     cid, scid = chunker.locate(ra, dec)
-    data = _sorted(batch, cid, scid)
+    data = _sorted(batch, cid, scid, keep)
     overlap = None
     rows, ocid, oscid = chunker.overlap_locations(ra, dec)
     if rows.size:
-        overlap = _sorted(batch.take(pa.array(rows)), ocid, oscid)
+        overlap = _sorted(batch, ocid, oscid, rows if keep is None else keep[rows])
     return Placed(data, overlap, bad, reasons)
 
 
@@ -104,15 +113,20 @@ def place_by_index(batch: pa.RecordBatch, fk_col: str, index_ids: np.ndarray,
         for i in bad.tolist()
     ]
     keep = np.flatnonzero(found)
-    if bad.size:
-        batch = batch.take(pa.array(keep))
     cid = index_chunk[pos_c[keep]].astype(np.int32)
     scid = index_sub[pos_c[keep]].astype(np.int32)
-    return Placed(_sorted(batch, cid, scid), None, bad, reasons)
+    return Placed(_sorted(batch, cid, scid, keep if bad.size else None), None, bad, reasons)
 
 
 class StatsAccumulator:
-    """Per-chunk row counts and position bounds, accumulated column-wise over sorted batches."""
+    """Per-chunk row counts and position bounds, accumulated column-wise over sorted batches.
+
+    A batch touches most chunks of a sky-wide input (~7 arrays x 100k chunks per batch on
+    the LSST Object table), so the per-batch parts are folded into one every ``FOLD`` batches:
+    memory stays at about one part per chunk of the sky instead of growing with the input.
+    """
+
+    FOLD = 8
 
     def __init__(self) -> None:
         self._parts: list[tuple[np.ndarray, ...]] = []
@@ -134,19 +148,27 @@ class StatsAccumulator:
         zeros = np.zeros(starts.size, np.int64)
         rows, over = (zeros, counts) if overlap else (counts, zeros)
         self._parts.append((cid[starts].astype(np.int64), rows, over, *bounds))
+        if len(self._parts) > self.FOLD:
+            self._parts = [self._folded()]
 
-    def result(self) -> dict[int, ChunkStats]:
-        if not self._parts:
-            return {}
+    def _folded(self) -> tuple[np.ndarray, ...]:
+        """All parts as one: one entry per chunk, sorted by chunk id."""
+        if len(self._parts) == 1:
+            return self._parts[0]
         cols = [np.concatenate(c) for c in zip(*self._parts)]
         order = np.argsort(cols[0], kind="stable")
         cid, rows, over, ra0, ra1, de0, de1 = (c[order] for c in cols)
         starts = np.flatnonzero(np.r_[True, cid[1:] != cid[:-1]])
-        agg = (np.add.reduceat(rows, starts), np.add.reduceat(over, starts),
-               np.fmin.reduceat(ra0, starts), np.fmax.reduceat(ra1, starts),
-               np.fmin.reduceat(de0, starts), np.fmax.reduceat(de1, starts))
+        return (cid[starts], np.add.reduceat(rows, starts), np.add.reduceat(over, starts),
+                np.fmin.reduceat(ra0, starts), np.fmax.reduceat(ra1, starts),
+                np.fmin.reduceat(de0, starts), np.fmax.reduceat(de1, starts))
+
+    def result(self) -> dict[int, ChunkStats]:
+        if not self._parts:
+            return {}
+        cids, *agg = self._folded()
         out: dict[int, ChunkStats] = {}
-        for c, n, o, a, b, d0, d1 in zip(cid[starts].tolist(), *(x.tolist() for x in agg)):
+        for c, n, o, a, b, d0, d1 in zip(cids.tolist(), *(x.tolist() for x in agg)):
             nanless = [None if v != v else v for v in (a, b, d0, d1)]
             out[c] = ChunkStats(n, o, *nanless)
         return out
