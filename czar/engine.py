@@ -224,10 +224,17 @@ class Czar:
                                     for cs in assignment.values()) else "scan"
 
         def run(addr: str, chunks: list[int] | None) -> None:
+            kw = dict(query_id=f"{qid}-{addr}", chunk_ids=chunks, max_rows=max_rows, lane=lane,
+                      timeout_seconds=timeout, uploads=uploads, summary=summaries[addr])
             try:
-                for b in clients[addr].execute(plan.worker_sql, query_id=f"{qid}-{addr}", chunk_ids=chunks,
-                                               max_rows=max_rows, lane=lane, timeout_seconds=timeout,
-                                               uploads=uploads, summary=summaries[addr]):
+                if lane == "interactive":  # small: one unary call, unless it is too big after all
+                    table = clients[addr].execute_small(plan.worker_sql, **kw)
+                    if table is not None:
+                        for b in table.to_batches():
+                            out.put(("batch", b))
+                        out.put(("done", addr))
+                        return
+                for b in clients[addr].execute(plan.worker_sql, **kw):
                     if stop.is_set():
                         return
                     out.put(("batch", b))
@@ -237,12 +244,16 @@ class Czar:
             except Exception as exc:  # a bug or a broken connection: still report it, never hang
                 out.put(("error", exc))
 
-        threads = [threading.Thread(target=run, args=(a, cs), daemon=True) for a, cs in assignment.items()]
-        for th in threads:
-            th.start()
+        if lane == "interactive" and len(assignment) == 1:
+            threads = []  # one small call: in this thread (a thread start costs as much as the call)
+            run(*next(iter(assignment.items())))
+        else:
+            threads = [threading.Thread(target=run, args=(a, cs), daemon=True) for a, cs in assignment.items()]
+            for th in threads:
+                th.start()
         batches: list[pa.RecordBatch] = []
         rows = 0
-        pending = len(threads)
+        pending = len(assignment)
         error: Exception | None = None
         limit = plan.worker_limit if not plan.merge_needs_all else None
         while pending:

@@ -66,17 +66,44 @@ class WorkerClient:
     def _error(self, exc: grpc.RpcError) -> WorkerError:
         return WorkerError(exc.code().name, exc.details() or str(exc), self.address)
 
+    @staticmethod
+    def _request(sql: str, *, query_id: str = "", chunk_ids: list[int] | None = None,
+                 uploads: dict[str, pa.Table] | None = None, max_rows: int = 0, max_bytes: int = 0,
+                 threads: int = 0, memory_limit: str = "", batch_rows: int = 0,
+                 timeout_seconds: float = 0.0, lane: str = "") -> pb.ChunkQuery:
+        return pb.ChunkQuery(
+            query_id=query_id, sql=sql, all_chunks=chunk_ids is None, chunk_ids=chunk_ids or [],
+            uploads=[pb.UploadTable(name=n, arrow_ipc=_to_ipc(t)) for n, t in (uploads or {}).items()],
+            max_rows=max_rows, max_bytes=max_bytes, threads=threads, memory_limit=memory_limit,
+            batch_rows=batch_rows, timeout_seconds=timeout_seconds, lane=lane)
+
+    def execute_small(self, sql: str, *, summary: ExecuteSummary | None = None,
+                      deadline: float | None = None, **kwargs) -> pa.Table | None:
+        """Run one query answered in a single message (the unary ``Query`` call: a third of a
+        streaming call's fixed cost). Returns None when the result is too large for one message:
+        use :meth:`execute` then. Same keywords as :meth:`execute`."""
+        try:
+            msg = self.stub.Query(self._request(sql, **kwargs), metadata=self.metadata, timeout=deadline)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "use Execute" in (exc.details() or ""):
+                return None
+            raise self._error(exc) from None
+        table = pa.ipc.open_stream(pa.py_buffer(msg.arrow_ipc)).read_all() if msg.arrow_ipc else None
+        if summary is not None:
+            summary.rows, summary.chunks = msg.rows_total, msg.chunks
+            summary.files, summary.seconds = msg.files, msg.seconds
+            summary.schema = table.schema if table is not None else None
+        return table if table is not None else pa.table({})
+
     def execute(self, sql: str, *, query_id: str = "", chunk_ids: list[int] | None = None,
                 uploads: dict[str, pa.Table] | None = None, max_rows: int = 0, max_bytes: int = 0,
                 threads: int = 0, memory_limit: str = "", batch_rows: int = 0,
                 timeout_seconds: float = 0.0, lane: str = "", summary: ExecuteSummary | None = None,
                 deadline: float | None = None) -> Iterator[pa.RecordBatch]:
         """Stream the result batches of one query (chunk_ids None: every chunk held)."""
-        req = pb.ChunkQuery(
-            query_id=query_id, sql=sql, all_chunks=chunk_ids is None, chunk_ids=chunk_ids or [],
-            uploads=[pb.UploadTable(name=n, arrow_ipc=_to_ipc(t)) for n, t in (uploads or {}).items()],
-            max_rows=max_rows, max_bytes=max_bytes, threads=threads, memory_limit=memory_limit,
-            batch_rows=batch_rows, timeout_seconds=timeout_seconds, lane=lane)
+        req = self._request(sql, query_id=query_id, chunk_ids=chunk_ids, uploads=uploads, max_rows=max_rows,
+                            max_bytes=max_bytes, threads=threads, memory_limit=memory_limit,
+                            batch_rows=batch_rows, timeout_seconds=timeout_seconds, lane=lane)
         call = self.stub.Execute(req, metadata=self.metadata, timeout=deadline)
         try:
             for msg in call:

@@ -233,3 +233,31 @@ def test_chunk_condition_selects_exactly_the_requested_chunks(held, data):
     cond = chunk_condition(chunks, held, max_ranges=data.draw(st.sampled_from([2, 64])))
     got = _CON.sql(f"SELECT chunkId FROM (SELECT unnest({held}) AS chunkId) WHERE {cond}").fetchall()
     assert sorted(c for (c,) in got) == chunks
+
+
+@pytest.mark.parametrize("lane", ["interactive", "scan"])
+def test_unary_query_equals_the_stream(store, worker, lane):
+    root, _ = store
+    chunks = load_manifest(table_dir(root, DB, "Object")).chunk_ids()[:6]
+    sqls = [f"SELECT objectId, ra, decl, mag, chunkId FROM {OBJ} WHERE mag > 18",
+            f"SELECT objectId FROM {OBJ} WHERE mag > 1000",  # no rows: the schema still comes
+            f"SELECT chunkId, count(*) AS n FROM {OBJ} GROUP BY chunkId"]
+    with worker.client() as c:
+        for sql in sqls:
+            s1, s2 = ExecuteSummary(), ExecuteSummary()
+            small = c.execute_small(sql, chunk_ids=chunks, lane=lane, summary=s1)
+            streamed = c.query(sql, chunk_ids=chunks, lane=lane, summary=s2)
+            assert small.schema == streamed.schema
+            assert _rows(small) == _rows(streamed)
+            assert (s1.rows, s1.chunks, s1.files) == (s2.rows, s2.chunks, s2.files) == \
+                (streamed.num_rows, len(chunks), s2.files)
+
+
+def test_unary_query_errors_and_oversize_fallback(store, worker):
+    with worker.client() as c:
+        with pytest.raises(WorkerError) as err:
+            c.execute_small(f"SELECT nope FROM {OBJ}", lane="interactive")
+        assert err.value.code == "INVALID_ARGUMENT" and "nope" in str(err.value)
+        # ~80 MiB of rows: more than one message may carry, so the caller is told to stream
+        assert c.execute_small("SELECT x, x * 2 AS y FROM range(6000000) t(x)", lane="interactive") is None
+        assert c.health().running == 0

@@ -191,7 +191,13 @@ class Executor:
                 timer.daemon = True
                 timer.start()
             try:
-                reader = con.sql(binding.sql).to_arrow_reader(max(1, req.batch_rows))
+                if req.lane == "interactive":
+                    # Small results (a few chunks): one bind, the result materialised. The
+                    # relation API streams but binds the SQL twice (con.sql, then the reader),
+                    # which costs more than the whole execution of a cone search.
+                    reader = con.execute(binding.sql).to_arrow_table().to_reader(max(1, req.batch_rows))
+                else:
+                    reader = con.sql(binding.sql).to_arrow_reader(max(1, req.batch_rows))
             except duckdb.Error as exc:
                 raise self._error(req, exc) from None
             stats.schema = reader.schema

@@ -39,6 +39,10 @@ def _read_upload(data: bytes) -> pa.Table:
     return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
 
 
+# Query (unary) answers in one message; gRPC's send limit is 64 MiB (make_server).
+UNARY_MAX_BYTES = 48 << 20
+
+
 class _SecretInterceptor(grpc.ServerInterceptor):
     """Refuses every call that does not carry the shared secret."""
 
@@ -67,13 +71,17 @@ class WorkerService(pb_grpc.WorkerServicer):
         self.started = time.time()
         self._slots = threading.BoundedSemaphore(max_concurrent)
 
-    def Execute(self, request: pb.ChunkQuery, context: grpc.ServicerContext):
+    def _request(self, request: pb.ChunkQuery, context: grpc.ServicerContext) -> QueryRequest:
         qid = request.query_id or uuid.uuid4().hex
         try:
             uploads = {u.name: _read_upload(u.arrow_ipc) for u in request.uploads}
         except (pa.ArrowException, ValueError) as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed uploaded table: {exc}")
-        req = QueryRequest(
+        if not request.sql.strip():
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty SQL")
+        # Stop DuckDB when the czar goes away (client abort, deadline).
+        context.add_callback(lambda: self.executor.cancel(qid))
+        return QueryRequest(
             query_id=qid, sql=request.sql,
             chunk_ids=None if request.all_chunks else list(request.chunk_ids),
             uploads=uploads, max_rows=request.max_rows, max_bytes=request.max_bytes,
@@ -81,10 +89,10 @@ class WorkerService(pb_grpc.WorkerServicer):
             batch_rows=request.batch_rows or 8_192, timeout_seconds=request.timeout_seconds,
             lane=request.lane or "scan",
         )
-        if not request.sql.strip():
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty SQL")
-        # Stop DuckDB when the czar goes away (client abort, deadline).
-        context.add_callback(lambda: self.executor.cancel(qid))
+
+    def Execute(self, request: pb.ChunkQuery, context: grpc.ServicerContext):
+        req = self._request(request, context)
+        qid = req.query_id
         stats = QueryStats()
         with self._slots:
             try:
@@ -102,6 +110,31 @@ class WorkerService(pb_grpc.WorkerServicer):
                 yield last
             except QueryError as err:
                 context.abort(getattr(grpc.StatusCode, err.code), str(err))
+
+    def Query(self, request: pb.ChunkQuery, context: grpc.ServicerContext) -> pb.ResultBatch:
+        req = self._request(request, context)
+        stats = QueryStats()
+        with self._slots:
+            try:
+                sink = pa.BufferOutputStream()
+                writer = None
+                for batch in self.executor.execute(req, stats):
+                    if writer is None:
+                        writer = pa.ipc.new_stream(sink, batch.schema)
+                    writer.write_batch(batch)
+                    if sink.tell() > UNARY_MAX_BYTES:
+                        self.executor.cancel(req.query_id)
+                        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                      f"result larger than {UNARY_MAX_BYTES:,} bytes: use Execute")
+                if writer is None and stats.schema is not None:
+                    writer = pa.ipc.new_stream(sink, stats.schema)  # no rows: still the schema
+                if writer is not None:
+                    writer.close()
+            except QueryError as err:
+                context.abort(getattr(grpc.StatusCode, err.code), str(err))
+        return pb.ResultBatch(arrow_ipc=sink.getvalue().to_pybytes(), rows=stats.rows, last=True,
+                              rows_total=stats.rows, chunks=stats.chunks, files=stats.files,
+                              seconds=stats.seconds)
 
     def Cancel(self, request: pb.CancelRequest, context):
         return pb.CancelReply(found=self.executor.cancel(request.query_id))

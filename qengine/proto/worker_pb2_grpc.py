@@ -39,6 +39,11 @@ class WorkerStub:
                 request_serializer=qengine_dot_proto_dot_worker__pb2.ChunkQuery.SerializeToString,
                 response_deserializer=qengine_dot_proto_dot_worker__pb2.ResultBatch.FromString,
                 _registered_method=True)
+        self.Query = channel.unary_unary(
+                '/qengine.worker.Worker/Query',
+                request_serializer=qengine_dot_proto_dot_worker__pb2.ChunkQuery.SerializeToString,
+                response_deserializer=qengine_dot_proto_dot_worker__pb2.ResultBatch.FromString,
+                _registered_method=True)
         self.Cancel = channel.unary_unary(
                 '/qengine.worker.Worker/Cancel',
                 request_serializer=qengine_dot_proto_dot_worker__pb2.CancelRequest.SerializeToString,
@@ -61,6 +66,16 @@ class WorkerServicer:
 
     def Execute(self, request, context):
         """Run one DuckDB query over all the chunks this worker holds that the query needs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Query(self, request, context):
+        """The same, answered in one message (the whole result and the statistics): for small
+        interactive results, where a streaming call's fixed cost (a client thread per call in
+        Python gRPC) would dominate. A result over the worker's unary size limit is refused with
+        RESOURCE_EXHAUSTED and the reason "use Execute".
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -91,6 +106,11 @@ def add_WorkerServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Execute': grpc.unary_stream_rpc_method_handler(
                     servicer.Execute,
+                    request_deserializer=qengine_dot_proto_dot_worker__pb2.ChunkQuery.FromString,
+                    response_serializer=qengine_dot_proto_dot_worker__pb2.ResultBatch.SerializeToString,
+            ),
+            'Query': grpc.unary_unary_rpc_method_handler(
+                    servicer.Query,
                     request_deserializer=qengine_dot_proto_dot_worker__pb2.ChunkQuery.FromString,
                     response_serializer=qengine_dot_proto_dot_worker__pb2.ResultBatch.SerializeToString,
             ),
@@ -135,6 +155,33 @@ class Worker:
             request,
             target,
             '/qengine.worker.Worker/Execute',
+            qengine_dot_proto_dot_worker__pb2.ChunkQuery.SerializeToString,
+            qengine_dot_proto_dot_worker__pb2.ResultBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Query(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qengine.worker.Worker/Query',
             qengine_dot_proto_dot_worker__pb2.ChunkQuery.SerializeToString,
             qengine_dot_proto_dot_worker__pb2.ResultBatch.FromString,
             options,
