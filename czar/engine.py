@@ -293,6 +293,15 @@ class Czar:
             parts = schema.empty_table()
         else:  # no chunk to visit: run the worker SQL's shape over nothing
             parts = None
+        if parts is not None and plan.merge_rename is not None \
+                and (not plan.merge_rename or set(plan.merge_rename) == set(parts.column_names)):
+            # a plain row query: the merge would only rename and slice, so skip DuckDB
+            if plan.merge_rename:
+                parts = parts.select(list(plan.merge_rename)).rename_columns(list(plan.merge_rename.values()))
+            end = None if plan.merge_limit is None else plan.merge_offset + plan.merge_limit
+            if plan.merge_offset or end is not None:
+                parts = parts.slice(plan.merge_offset, None if end is None else max(0, end - plan.merge_offset))
+            return _with_metadata(parts, plan)
         with self._merge_lock:
             cur = self._merge.cursor()
         try:

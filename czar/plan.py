@@ -40,6 +40,9 @@ class Plan:
     count_name: str = "count_star()"      # DuckDB's name for an unaliased COUNT(*)
     column_meta: dict[str, dict] = field(default_factory=dict)
     tables: list[TableInfo] = field(default_factory=list)   # partitioned tables read (co-located)
+    merge_rename: dict[str, str] | None = None  # the merge only renames (and slices): see SplitPlan
+    merge_limit: int | None = None
+    merge_offset: int = 0
 
     def placeholder(self) -> str:
         return "{{" + f"{self.table.database}.{self.table.name}" + "}}" if self.table else ""
@@ -218,7 +221,7 @@ def plan_query(sql: str, metadata: Metadata, *, lang: str = "adql", database: st
                maxrec: int | None = None) -> Plan:
     """Plan ``sql``; ``maxrec`` caps the rows to ``maxrec + 1`` (TAP MAXREC with overflow)."""
     tree = parse(sql, lang)
-    original = tree.copy()
+    original = [e.copy() for e in tree.expressions]  # the select list as written, for metadata
     if not isinstance(tree, exp.Select):
         raise QueryError("set operations (UNION/INTERSECT/EXCEPT) and WITH are not supported yet")
     if maxrec is not None:
@@ -280,12 +283,12 @@ def plan_query(sql: str, metadata: Metadata, *, lang: str = "adql", database: st
                 col.set("table", exp.to_identifier(ref.alias))
 
     sp = split(tree, PARTS, source=sql)
-    worker_sql = to_duckdb(sp.worker)
+    worker_sql = to_duckdb(sp.worker, copy=False)  # split's trees are fresh: translate in place
     for marker, ph in placeholders.items():
         worker_sql = worker_sql.replace(f'"{marker}"', ph).replace(marker, ph)
-    merge_sql = to_duckdb(sp.merge)
+    merge_sql = to_duckdb(sp.merge, copy=False)
     meta = {}
-    for e in original.expressions:
+    for e in original:
         inner = e.this if isinstance(e, exp.Alias) else e
         if isinstance(inner, exp.Star) or (isinstance(inner, exp.Column) and isinstance(inner.this, exp.Star)):
             for r in reversed(refs):
@@ -299,4 +302,5 @@ def plan_query(sql: str, metadata: Metadata, *, lang: str = "adql", database: st
     return Plan(sql=sql, lang=lang, table=info, chunks=chunks, worker_sql=worker_sql, merge_sql=merge_sql,
                 worker_limit=sp.worker_limit, merge_needs_all=sp.merge_needs_all, regions=regions,
                 id_restriction=idr, index_table=index_table, count_from_stats=count, count_name=count_name,
-                column_meta=meta, tables=[r.info for r in parts])
+                column_meta=meta, tables=[r.info for r in parts], merge_rename=sp.rename,
+                merge_limit=sp.limit, merge_offset=sp.offset)

@@ -399,17 +399,21 @@ def _name_geometry_columns(tree: exp.Expression) -> None:
                 proj.replace(exp.alias_(proj.copy(), proj.name.lower()))
 
 
-def to_duckdb(expr: exp.Expression) -> str:
-    """DuckDB SQL for a tree produced by :func:`czar.dialects.parse` (see module doc)."""
+def to_duckdb(expr: exp.Expression, *, copy: bool = True) -> str:
+    """DuckDB SQL for a tree produced by :func:`czar.dialects.parse` (see module doc).
+
+    ``copy=False`` lets the translation rewrite ``expr`` in place (for callers that own it:
+    copying a tree costs about as much as translating it)."""
     if not isinstance(expr, exp.Expression):
         raise TypeError(f"to_duckdb needs a sqlglot expression, got {type(expr).__name__}")
-    tree = normalize_geometry(expr.copy())
+    tree = normalize_geometry(expr.copy() if copy else expr)
     _name_geometry_columns(tree)
     tree = _rewrite(tree)
     _boolean_contexts(tree)
     _check_leftovers(tree)
     try:
-        return tree.sql(dialect="duckdb", unsupported_level=ErrorLevel.RAISE, comments=False,
+        # the tree is this function's own (copied above or given away): no copy in the generator
+        return tree.sql(dialect="duckdb", copy=False, unsupported_level=ErrorLevel.RAISE, comments=False,
                         normalize_functions=False)
     except UnsupportedError as err:
         raise QueryError(f"cannot be translated to DuckDB: {err}") from None

@@ -99,6 +99,12 @@ class SplitPlan:
     """Rows each worker needs to return at most (None = all); the dispatcher may stop early."""
     merge_needs_all: bool
     """False when the merge may stop as soon as LIMIT (+ OFFSET) rows arrived."""
+    rename: dict[str, str] | None = None
+    """When the merge only renames the parts' columns (then keeps rows ``offset`` to
+    ``offset + limit``): part column -> output name, in output order; {} keeps every column.
+    None: run ``merge``. Lets the dispatcher skip a DuckDB query for plain row queries."""
+    limit: int | None = None
+    offset: int = 0
 
 
 # --------------------------------------------------------------------------- constants
@@ -763,8 +769,15 @@ def _plain(select: exp.Select, parts_table: str, namer: _Namer, limit: int | Non
     _set_limits(merge, limit, offset)
 
     needs_all = not (limit is not None and not terms and not distinct)
+    rename = None
+    if not terms and not distinct and not hidden:
+        if not star_mode:
+            rename = {f"_qe_c{i}": namer_out for i, namer_out in
+                      enumerate(m.alias for m in merge_items)}
+        elif not merge_items and len(projections) == 1:
+            rename = {}
     return SplitPlan(worker=worker, merge=merge, worker_limit=worker_limit,
-                     merge_needs_all=needs_all)
+                     merge_needs_all=needs_all, rename=rename, limit=limit, offset=offset)
 
 
 # --------------------------------------------------------------------------- aggregates
