@@ -10,6 +10,7 @@ import asyncio
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Self
 
 from mysql_mimic import MysqlServer
 from mysql_mimic.auth import IdentityProvider
@@ -23,7 +24,7 @@ from qengine.errors import QEngineError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_PORT", "Frontend", "MySQLServerHandle", "start_mysql_server", "serve_mysql"]
+__all__ = ["DEFAULT_PORT", "Frontend", "MySQLServerHandle", "serve_mysql", "start_mysql_server"]
 
 DEFAULT_PORT = 4040
 SERVER_VERSION = "8.0.29-qengine"
@@ -96,7 +97,7 @@ class MySQLServerHandle:
 
     async def _shutdown(self) -> None:
         self._server.close()
-        for conn_id in list(self._control._connections):  # noqa: SLF001 - LocalControl has no listing API
+        for conn_id in list(self._control._connections):
             await self._control.kill(conn_id)
         await asyncio.sleep(0)  # let the killed connections write their error and close
         await self._server.wait_closed()
@@ -117,7 +118,7 @@ class MySQLServerHandle:
         self.frontend.close()
         log.info("MySQL protocol endpoint on %s:%d stopped", self.host, self.port)
 
-    def __enter__(self) -> "MySQLServerHandle":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from mysql_mimic import ResultSet, Session
@@ -58,7 +59,7 @@ def _reads_catalogue(tree: exp.Expression, database: str | None) -> bool:
 class QservSession(Session):
     """mysql-mimic session bound to a :class:`~czar.mysql.server.Frontend`."""
 
-    def __init__(self, frontend: "Frontend") -> None:
+    def __init__(self, frontend: Frontend) -> None:
         super().__init__(frontend.variables())
         self.frontend = frontend
         self.registry = frontend.registry
@@ -113,7 +114,7 @@ class QservSession(Session):
             raise
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # qengine errors and bugs alike reach the client as MySQL errors
+        except Exception as exc:  # noqa: BLE001 - qengine errors and bugs alike reach the client as MySQL errors
             raise to_mysql_error(exc) from None
 
     async def _dispatch(self, sql: str, attrs: dict[str, str]) -> Any:
@@ -273,5 +274,5 @@ def _comment(c: dict) -> str | None:
 
 def _like(pattern: str, value: str) -> bool:
     rx = "".join(".*" if ch == "%" else "." if ch == "_" else re.escape(ch) for ch in pattern)
-    return re.fullmatch(rx, value, re.I) is not None
+    return re.fullmatch(rx, value, re.IGNORECASE) is not None
 

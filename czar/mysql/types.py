@@ -14,7 +14,7 @@ from mysql_mimic import ResultColumn
 from mysql_mimic.charset import CharacterSet
 from mysql_mimic.types import ColumnType
 
-__all__ = ["mysql_type", "result_columns", "encode_batch", "column_declaration"]
+__all__ = ["column_declaration", "encode_batch", "mysql_type", "result_columns"]
 
 
 def mysql_type(t: pa.DataType) -> ColumnType:
