@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 __all__ = ["Command", "classify", "strip_statement"]
 
-_FLAGS = re.I | re.S
+_FLAGS = re.IGNORECASE | re.DOTALL
 _PATTERNS: list[tuple[str, re.Pattern]] = [
     ("submit", re.compile(r"^submit\s+(?P<arg>.+)$", _FLAGS)),
     ("result", re.compile(r"^select\s+\*\s+from\s+qserv_result\s*\(\s*(?P<arg>\d+)\s*\)$", _FLAGS)),
@@ -19,7 +19,7 @@ _PATTERNS: list[tuple[str, re.Pattern]] = [
     ("processlist", re.compile(r"^show\s+(?P<full>full\s+)?processlist$", _FLAGS)),
     ("call", re.compile(r"^call\s+(?P<arg>.+)$", _FLAGS)),
 ]
-_LEADING_COMMENT = re.compile(r"^\s*(?:/\*(?!!).*?\*/|--[ \t][^\n]*(?:\n|$)|#[^\n]*(?:\n|$))", re.S)
+_LEADING_COMMENT = re.compile(r"^\s*(?:/\*(?!!).*?\*/|--[ \t][^\n]*(?:\n|$)|#[^\n]*(?:\n|$))", re.DOTALL)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from qengine.errors import QEngineError, QueryError, QuerySyntaxError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Code", "to_mysql_error", "mysql_error"]
+__all__ = ["Code", "mysql_error", "to_mysql_error"]
 
 
 class Code(IntEnum):
@@ -46,16 +46,16 @@ SQLSTATES.update({
 
 # QueryError has no subclasses per kind yet: the kind is read from the planner's message.
 _KINDS: list[tuple[re.Pattern, Code]] = [
-    (re.compile(r"^unknown table or alias", re.I), Code.UNKNOWN_TABLE),
-    (re.compile(r"^unknown table|^table name .* is ambiguous", re.I), Code.NO_SUCH_TABLE),
-    (re.compile(r"^unknown column", re.I), Code.BAD_FIELD_ERROR),
-    (re.compile(r"^column .* is ambiguous", re.I), Code.NON_UNIQ_ERROR),
-    (re.compile(r"alias .* is used twice", re.I), Code.NONUNIQ_TABLE),
-    (re.compile(r"cancelled|interrupted", re.I), Code.QUERY_INTERRUPTED),
-    (re.compile(r"time limit|timed out|deadline", re.I), Code.QUERY_TIMEOUT),
-    (re.compile(r"not supported|only SELECT|not allowed|only one statement|cannot be translated", re.I),
+    (re.compile(r"^unknown table or alias", re.IGNORECASE), Code.UNKNOWN_TABLE),
+    (re.compile(r"^unknown table|^table name .* is ambiguous", re.IGNORECASE), Code.NO_SUCH_TABLE),
+    (re.compile(r"^unknown column", re.IGNORECASE), Code.BAD_FIELD_ERROR),
+    (re.compile(r"^column .* is ambiguous", re.IGNORECASE), Code.NON_UNIQ_ERROR),
+    (re.compile(r"alias .* is used twice", re.IGNORECASE), Code.NONUNIQ_TABLE),
+    (re.compile(r"cancelled|interrupted", re.IGNORECASE), Code.QUERY_INTERRUPTED),
+    (re.compile(r"time limit|timed out|deadline", re.IGNORECASE), Code.QUERY_TIMEOUT),
+    (re.compile(r"not supported|only SELECT|not allowed|only one statement|cannot be translated", re.IGNORECASE),
      Code.NOT_SUPPORTED_YET),
-    (re.compile(r"takes .*arguments", re.I), Code.WRONG_ARGUMENTS),
+    (re.compile(r"takes .*arguments", re.IGNORECASE), Code.WRONG_ARGUMENTS),
 ]
 
 

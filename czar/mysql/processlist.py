@@ -14,7 +14,7 @@ from sqlglot.errors import SqlglotError
 from czar.mysql.errors import Code, mysql_error
 from czar.mysql.jobs import EXECUTING, QueryRecord, QueryRegistry
 
-__all__ = ["show_processlist", "info_schema_tables", "query_info_schema", "INFO_TABLES"]
+__all__ = ["INFO_TABLES", "info_schema_tables", "query_info_schema", "show_processlist"]
 
 INFO_TABLES = ("processlist", "queries")
 _TS = pa.timestamp("us")
