@@ -180,6 +180,19 @@ def test_statements_clients_send_when_connecting(server):
         conn.ping()
 
 
+def test_show_tables_from_a_database_leaves_the_default_alone(server):
+    with connect(server, database=None) as conn, conn.cursor() as cur:
+        cur.execute(f"SHOW TABLES FROM {DB}")
+        assert ("Object",) in cur.fetchall()
+        cur.execute("SELECT DATABASE()")
+        assert cur.fetchone() == (None,)
+        with pytest.raises(pymysql.MySQLError) as err:
+            cur.execute("SHOW TABLES FROM nosuchdb")
+        assert err.value.args[0] == 1049
+        cur.execute("SELECT 1 FROM DUAL")
+        assert cur.fetchall() == ((1,),)
+
+
 def test_describe_and_show_columns_follow_the_catalogue(server, cluster):
     qe, _ = cluster
     meta = qe.czar.metadata.resolve(DB, "Object")
@@ -243,6 +256,15 @@ def test_large_ids_beyond_2_53(server):
         cur.execute("SELECT MAX(objectId) * 1000000000000 AS big FROM Object")
         (big,), = cur.fetchall()
     assert int(big) > 2**53 and int(big) % 1000000000000 == 0
+
+
+def test_explain_shows_the_plan(server, cluster):
+    with connect(server) as conn, conn.cursor() as cur:
+        cur.execute("EXPLAIN SELECT objectId FROM Object WHERE qserv_areaspec_circle(100, 20, 0.5)")
+        text = "\n".join(r[0] for r in cur.fetchall())
+    ex = cluster[0].explain("SELECT objectId FROM Object WHERE qserv_areaspec_circle(100, 20, 0.5)",
+                            lang="qserv", database=DB)
+    assert text == str(ex) and f"chunks visited: {ex.num_chunks}" in text
 
 
 # ---------------------------------------------------------------------------- errors
@@ -355,6 +377,18 @@ def _wait_executing(cur, sql: str, deadline: float = 120) -> tuple:
     raise AssertionError(f"{sql} never showed up in the process list")
 
 
+def _final_status(cur, qid: int, deadline: float = 120) -> str:
+    """The status of query ``qid`` once it is no longer executing (the workers have stopped)."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        cur.execute(f"SELECT STATUS FROM information_schema.queries WHERE ID = {qid}")
+        (status,), = cur.fetchall()
+        if status != "EXECUTING":
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"query {qid} still executing")
+
+
 def test_kill_query_stops_a_running_full_scan(server):
     conn, th, out = _run_in_thread(server, SLOW)
     try:
@@ -387,10 +421,38 @@ def test_kill_connection_ends_the_session_and_its_scan(server):
             th.join(300)
             assert not th.is_alive()
             assert out["error"][0] in (1317, 3169, 2013), out  # interrupted, killed, or connection lost
-            cur.execute(f"SELECT STATUS FROM information_schema.queries WHERE ID = {row['Id']}")
-            assert cur.fetchall() == (("ABORTED",),)
+            assert _final_status(cur, row["Id"]) == "ABORTED"
     finally:
         conn.close()
+
+
+def test_max_execution_time_stops_a_scan(server):
+    with connect(server) as conn, conn.cursor() as cur:
+        cur.execute("SET max_execution_time = 300")  # milliseconds, as in MySQL
+        with pytest.raises(pymysql.MySQLError) as err:
+            cur.execute(SLOW)
+        assert err.value.args[0] == 3024 and "time limit" in err.value.args[1], err.value.args
+        cur.execute("SET max_execution_time = 0")
+        cur.execute("SELECT COUNT(*) AS n FROM Filter")
+        assert cur.fetchall() == ((3,),)
+
+
+def test_stopping_the_endpoint_stops_running_scans_and_connections(cluster):
+    handle = start_mysql_server(cluster[0].czar, "127.0.0.1", 0)
+    try:
+        conn, th, out = _run_in_thread(handle, SLOW)
+        with connect(handle) as admin, admin.cursor() as cur:
+            row = _wait_executing(cur, SLOW)
+    finally:
+        handle.stop()
+    th.join(300)
+    assert not th.is_alive() and "error" in out, out
+    conn.close()
+    rec = handle.frontend.registry.get(row["Id"])
+    assert rec.status == "ABORTED"
+    with pytest.raises(pymysql.err.OperationalError):
+        connect(handle)
+    handle.stop()  # idempotent
 
 
 @needs_cli

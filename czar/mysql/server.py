@@ -30,6 +30,21 @@ DEFAULT_PORT = 4040
 SERVER_VERSION = "8.0.29-qengine"
 
 
+class _UserErrorsAtInfo(logging.Filter):
+    """mysql-mimic logs every error it sends a client at ERROR level; a query with a typo is
+    not a server error, so those records (the ones without a traceback) become INFO."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and not record.exc_info:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+_MIMIC_LOG = logging.getLogger("mysql_mimic.connection")
+if not any(isinstance(f, _UserErrorsAtInfo) for f in _MIMIC_LOG.filters):
+    _MIMIC_LOG.addFilter(_UserErrorsAtInfo())
+
+
 class Frontend:
     """What every connection of one endpoint shares: the czar, the query registry, the pool of
     threads that wait on the czar, and the live sessions by connection id (for KILL)."""

@@ -50,6 +50,8 @@ def table_result(table: pa.Table) -> ResultSet:
 def _reads_catalogue(tree: exp.Expression, database: str | None) -> bool:
     """Does a query read catalogue tables (as opposed to no table or only system schemas)?"""
     for t in tree.find_all(exp.Table):
+        if not t.db and t.name.lower() == "dual":  # SELECT 1 FROM DUAL: no table at all
+            continue
         db = (t.db or database or "").lower()
         if db not in SYSTEM_DATABASES:
             return True
@@ -142,6 +144,10 @@ class QservSession(Session):
                 return table_result(processlist.query_info_schema(self.registry, tree))
             if _reads_catalogue(tree, self.database):
                 return await self._catalogue_query(sql)
+            for key in ("from", "from_"):  # SELECT ... FROM DUAL is a SELECT without FROM
+                src = tree.args.get(key)
+                if src is not None and isinstance(src.this, exp.Table) and src.this.name.lower() == "dual":
+                    tree.set(key, None)
         if isinstance(tree, exp.Describe):
             if isinstance(tree.this, exp.Query):  # EXPLAIN SELECT ...
                 return await self._explain(text.split(None, 1)[1])
@@ -149,8 +155,9 @@ class QservSession(Session):
         if isinstance(tree, exp.Show) and tree.name.upper() == "COLUMNS":
             return self._columns(tree.text("target"), tree.text("db") or None, full=bool(tree.args.get("full")),
                                  like=tree.text("like") or None)
-        if isinstance(tree, exp.Show) and tree.name.upper() in ("TABLES", "COLUMNS") and tree.text("db"):
-            await self.use(tree.text("db"))  # SHOW TABLES FROM unknown: 1049 as in MySQL
+        if isinstance(tree, exp.Show) and tree.name.upper() == "TABLES" and tree.text("db") \
+                and self._database_name(tree.text("db")) is None:
+            raise mysql_error(Code.BAD_DB_ERROR, f"Unknown database '{tree.text('db')}'")
         q = Query(expression=tree, sql=sql, attrs=attrs, _middlewares=self.middlewares, _query=self.query)
         return await q.start()
 
@@ -234,7 +241,7 @@ class QservSession(Session):
                 self.registry.cancel(rec)
             elif kind == "QUERY":  # e.g. waiting for qserv_result: interrupt the wait itself
                 await self.connection.control.kill(target, KillKind.QUERY)
-            if kind == "CONNECTION" and target != self.connection.connection_id:
+            if kind == "CONNECTION":  # its own connection too, as MySQL allows
                 await self.connection.control.kill(target, KillKind.CONNECTION)
             return
         rec = self.registry.get(target)
