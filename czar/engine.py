@@ -16,7 +16,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from czar.metadata import Metadata
+from czar.metadata import Metadata, TableInfo
 from czar.plan import PARTS, Plan, plan_query
 from qengine.errors import QEngineError, QueryError
 from qengine.workerclient import ExecuteSummary, WorkerClient, WorkerError
@@ -306,8 +306,10 @@ class Czar:
             cur = self._merge.cursor()
         try:
             if parts is None:
-                empty_sql = plan.worker_sql.replace(plan.placeholder(), f"(SELECT * FROM {PARTS}_empty)")
-                cur.register(f"{PARTS}_empty", _empty_table(plan))
+                empty_sql = plan.worker_sql
+                for i, (ph, info) in enumerate(plan.table_placeholders.items()):
+                    empty_sql = empty_sql.replace(ph, f"(SELECT * FROM {PARTS}_empty{i})")
+                    cur.register(f"{PARTS}_empty{i}", _empty_table(info))
                 parts = cur.sql(empty_sql).to_arrow_table()
             cur.register(PARTS, parts)
             result = cur.sql(plan.merge_sql).to_arrow_table()
@@ -325,11 +327,11 @@ def _truncate(table: pa.Table, maxrec: int | None) -> pa.Table:
     return table.slice(0, maxrec).replace_schema_metadata(md)
 
 
-def _empty_table(plan: Plan) -> pa.Table:
+def _empty_table(info: TableInfo) -> pa.Table:
     from qengine.catalog import Column
 
-    fields = [pa.field(c["name"], Column(c["name"], c["datatype"]).arrow_type()) for c in plan.table.columns]
-    if plan.table.partitioned:
+    fields = [pa.field(c["name"], Column(c["name"], c["datatype"]).arrow_type()) for c in info.columns]
+    if info.partitioned:
         fields += [pa.field("chunkId", pa.int32()), pa.field("subChunkId", pa.int32())]
     return pa.schema(fields).empty_table()
 

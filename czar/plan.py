@@ -40,6 +40,7 @@ class Plan:
     count_name: str = "count_star()"      # DuckDB's name for an unaliased COUNT(*)
     column_meta: dict[str, dict] = field(default_factory=dict)
     tables: list[TableInfo] = field(default_factory=list)   # partitioned tables read (co-located)
+    table_placeholders: dict[str, TableInfo] = field(default_factory=dict)  # "{{db.T|cols}}" -> T
     merge_rename: dict[str, str] | None = None  # the merge only renames (and slices): see SplitPlan
     merge_limit: int | None = None
     merge_offset: int = 0
@@ -177,6 +178,35 @@ def _check_columns(tree: exp.Select, refs: list[_Ref]) -> None:
                          + (f" (did you mean {', '.join(hint)}?)" if hint else ""), token=col.name)
 
 
+def _columns_read(tree: exp.Select, refs: list[_Ref]) -> dict[int, set[str] | None]:
+    """The catalogue columns the query reads from each table occurrence (None: all of them,
+    as for ``*``), so that workers read only those."""
+    out: dict[int, set[str] | None] = {id(r): set() for r in refs}
+    for star in tree.find_all(exp.Star):
+        parent = star.parent
+        if isinstance(parent, exp.Count):
+            continue
+        ref = next((r for r in refs if parent.table.lower() in r.qualifiers), None) \
+            if isinstance(parent, exp.Column) and parent.table else None
+        for r in ([ref] if ref is not None else refs):
+            out[id(r)] = None
+    for col in tree.find_all(exp.Column):
+        if isinstance(col.this, exp.Star):
+            continue
+        ref = _ref_of(col, refs)
+        if ref is not None and out[id(ref)] is not None:
+            c = ref.info.column(col.name)
+            if c is not None:
+                out[id(ref)].add(c["name"])
+    for j in tree.args.get("joins") or []:
+        for u in j.args.get("using") or []:
+            for r in refs:
+                c = r.info.column(u.name)
+                if c is not None and out[id(r)] is not None:
+                    out[id(r)].add(c["name"])
+    return out
+
+
 def _is_plain_count(tree: exp.Select) -> bool:
     if len(tree.expressions) != 1 or tree.args.get("where") or tree.args.get("group") \
             or tree.args.get("having") or tree.args.get("distinct") or tree.args.get("offset"):
@@ -267,10 +297,14 @@ def plan_query(sql: str, metadata: Metadata, *, lang: str = "adql", database: st
         r.node = node
     if any(r.info.partitioned for r in refs):
         _expand_star(tree, info if info.partitioned else parts[0].info)
+    read = _columns_read(tree, refs)
     placeholders = {}
     for i, r in enumerate(refs):
         marker = f"__qengine_table_{i}__"
-        placeholders[marker] = "{{" + f"{r.info.database}.{r.info.name}" + "}}"
+        cols = read.get(id(r))
+        hint = "|" + ",".join(sorted(cols)) if cols and r.info.partitioned and \
+            len(cols) < len(r.info.columns) else ""
+        placeholders[marker] = "{{" + f"{r.info.database}.{r.info.name}{hint}" + "}}"
         r.node.replace(exp.Table(this=exp.to_identifier(marker), alias=exp.TableAlias(this=exp.to_identifier(r.alias)),
                                  joins=r.node.args.get("joins")))
     # Column qualifiers naming the database or the table (db.table.col) become the alias.
@@ -303,4 +337,5 @@ def plan_query(sql: str, metadata: Metadata, *, lang: str = "adql", database: st
                 worker_limit=sp.worker_limit, merge_needs_all=sp.merge_needs_all, regions=regions,
                 id_restriction=idr, index_table=index_table, count_from_stats=count, count_name=count_name,
                 column_meta=meta, tables=[r.info for r in parts], merge_rename=sp.rename,
-                merge_limit=sp.limit, merge_offset=sp.offset)
+                merge_limit=sp.limit, merge_offset=sp.offset,
+                table_placeholders={placeholders[f"__qengine_table_{i}__"]: r.info for i, r in enumerate(refs)})

@@ -95,3 +95,34 @@ def test_table_resolution_default_database_and_ambiguity(tmp_path):
         m.resolve(None, "Filter")
     with pytest.raises(QueryError, match="did you mean dr1.Filter"):
         m.resolve("dr1", "Filtr")
+
+
+@pytest.fixture(scope="module")
+def small_store(tmp_path_factory):
+    from tests.helpers import build_store
+
+    root = tmp_path_factory.mktemp("plan") / "root"
+    build_store(root, n_objects=300)
+    return Metadata(root)
+
+
+@pytest.mark.parametrize("sql,hints", [
+    # only the columns a query reads are asked of the workers (chunkId/subChunkId come anyway)
+    ("SELECT objectId FROM testdb.Object WHERE CONTAINS(POINT('ICRS', ra, decl), CIRCLE('ICRS', 1, 2, 0.1)) = 1",
+     {"Object": "decl,objectId,ra"}),
+    ("SELECT o.objectId, s.flux FROM testdb.Object o JOIN testdb.Source s USING (objectId) WHERE o.mag > 3",
+     {"Object": "mag,objectId", "Source": "flux,objectId"}),
+    ("SELECT COUNT(*) AS n FROM testdb.Object WHERE mag > 3 ORDER BY n", {"Object": "mag"}),
+    ("SELECT * FROM testdb.Object WHERE mag > 3", {"Object": None}),
+    ("SELECT s.*, o.mag FROM testdb.Object o JOIN testdb.Source s ON o.objectId = s.objectId",
+     {"Object": "mag,objectId", "Source": None}),
+])
+def test_workers_are_told_the_columns_a_query_reads(small_store, sql, hints):
+    from czar.plan import plan_query
+
+    plan = plan_query(sql, small_store)
+    got = {info.name: (ph.split("|")[1].rstrip("}") if "|" in ph else None)
+           for ph, info in plan.table_placeholders.items()}
+    assert got == hints
+    for ph in plan.table_placeholders:
+        assert ph in plan.worker_sql

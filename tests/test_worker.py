@@ -261,3 +261,18 @@ def test_unary_query_errors_and_oversize_fallback(store, worker):
         # ~80 MiB of rows: more than one message may carry, so the caller is told to stream
         assert c.execute_small("SELECT x, x * 2 AS y FROM range(6000000) t(x)", lane="interactive") is None
         assert c.health().running == 0
+
+
+def test_column_hint_reads_only_those_columns(store, worker):
+    root, _ = store
+    chunks = load_manifest(table_dir(root, DB, "Object")).chunk_ids()[:5]
+    hinted = "{{" + DB + ".Object| ra ,decl,objectId,CHUNKID}}"
+    with worker.client() as c:
+        got = c.query(f"SELECT * FROM {hinted} WHERE ra >= 0", chunk_ids=chunks, lane="interactive")
+        want = c.query(f"SELECT objectId, ra, decl, chunkId, subChunkId FROM {OBJ} WHERE ra >= 0",
+                       chunk_ids=chunks, lane="interactive")
+        assert sorted(got.column_names) == sorted(["chunkId", "subChunkId", "ra", "decl", "objectId"])
+        assert _rows(got.select(want.column_names)) == _rows(want) and want.num_rows > 0
+        with pytest.raises(WorkerError) as err:
+            c.query("SELECT * FROM {{" + DB + ".Object|nope}}", chunk_ids=chunks)
+        assert err.value.code == "INVALID_ARGUMENT" and "nope" in str(err.value)

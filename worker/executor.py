@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -26,6 +27,8 @@ from worker.inventory import Inventory, bind_sql
 from worker.sqlfuncs import register
 
 log = logging.getLogger(__name__)
+# The interactive lane materialises small results on purpose (one bind instead of two).
+warnings.filterwarnings("ignore", message="Arrow output on a DB-API result", category=UserWarning)
 
 
 class QueryError(Exception):

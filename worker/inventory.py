@@ -160,7 +160,10 @@ def chunk_condition(chunks, held, max_ranges: int = 64, pos=None) -> str:
     return "(" + " OR ".join(parts) + ")"
 
 
-PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][\w$]*)\s*\.\s*([A-Za-z_][\w$]*)\s*\}\}")
+# {{db.table}} or {{db.table|col1,col2}}: the optional list names the only columns the query
+# reads (a hint from the czar: binding a star over a wide table costs more than a cone search).
+PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][\w$]*)\s*\.\s*([A-Za-z_][\w$]*)\s*"
+                         r"(?:\|\s*([A-Za-z_][\w$]*(?:\s*,\s*[A-Za-z_][\w$]*)*)\s*)?\}\}")
 
 
 @dataclass
@@ -178,7 +181,8 @@ def bind_sql(inventory: Inventory, sql: str, chunks: list[int] | None,
 
     ``{{db.T}}`` is T's rows in ``chunks`` (every held chunk when None), ``{{db.T__overlap}}``
     the overlap rows serving those chunks, ``{{db.T__index}}`` the director index,
-    ``{{TAP_UPLOAD.name}}`` an uploaded table. The czar writes the placeholders; the worker
+    ``{{TAP_UPLOAD.name}}`` an uploaded table. ``{{db.T|a,b}}`` reads only columns a and b
+    (plus chunkId and subChunkId) of T. The czar writes the placeholders; the worker
     substitutes them and never parses the SQL itself.
     """
     tables = {(t.database.lower(), t.name.lower()): t for t in inventory.tables()}
@@ -219,7 +223,11 @@ def bind_sql(inventory: Inventory, sql: str, chunks: list[int] | None,
         paths = ", ".join(_sql_str(str(t.directory / f.path)) for f in files)
         scan = f"read_parquet([{paths}])"
         if chunks is not None and kind in ("data", "overlap"):
-            return f"(SELECT * FROM {scan} WHERE {chunk_condition(chunks, t.chunk_array)})"
+            cols = "*"
+            if match.group(3):
+                names = {c.strip().lower(): c.strip() for c in ["chunkId", "subChunkId"] + match.group(3).split(",")}
+                cols = ", ".join(_quote(c) for c in names.values())
+            return f"(SELECT {cols} FROM {scan} WHERE {chunk_condition(chunks, t.chunk_array)})"
         return scan
 
     text = PLACEHOLDER.sub(substitute, sql)
