@@ -46,13 +46,8 @@ def mysql_type(t: pa.DataType) -> ColumnType:
     return ColumnType.VAR_STRING  # strings, and lists/structs shown as text
 
 
-def _encode_utf8(col: ResultColumn, val: Any) -> bytes:
+def _encode_bytes(col: ResultColumn, val: Any) -> bytes:
     return val if isinstance(val, bytes) else str(val).encode("utf-8")
-
-
-def _encode_ascii(col: ResultColumn, val: Any) -> bytes:
-    # numbers and dates: pre-formatted text; their columns carry the binary character set
-    return val if isinstance(val, bytes) else str(val).encode("ascii")
 
 
 _TEXT_TYPES = (ColumnType.VAR_STRING, ColumnType.STRING, ColumnType.VARCHAR)
@@ -60,34 +55,36 @@ _TEXT_TYPES = (ColumnType.VAR_STRING, ColumnType.STRING, ColumnType.VARCHAR)
 
 def result_columns(schema: pa.Schema) -> list[ResultColumn]:
     """One MySQL result column per Arrow field; as in MySQL, only text columns carry utf8mb4,
-    numbers, dates and blobs the binary character set (63)."""
+    numbers, dates and blobs the binary character set (63).
+
+    Values reach mysql-mimic as ready-made bytes (:func:`encode_batch`), which its default
+    (compiled) text encoders pass through; TINY's default would ``int()`` them, NULL's refuses."""
     cols = []
     for f in schema:
         kind = mysql_type(f.type)
-        text = kind in _TEXT_TYPES
-        cols.append(ResultColumn(f.name, kind, character_set=CharacterSet.utf8mb4 if text else CharacterSet.binary,
-                                 text_encoder=_encode_utf8 if text else _encode_ascii))
+        charset = CharacterSet.utf8mb4 if kind in _TEXT_TYPES else CharacterSet.binary
+        encoder = _encode_bytes if kind in (ColumnType.TINY, ColumnType.NULL) else None
+        cols.append(ResultColumn(f.name, kind, character_set=charset, text_encoder=encoder))
     return cols
 
 
 def _as_text(col: pa.Array) -> list:
+    """A column's values as MySQL text protocol bytes (None for NULL), formatted by Arrow."""
     t = col.type
+    if pa.types.is_null(t):
+        return [None] * len(col)
     if pa.types.is_boolean(t):
         col = pc.cast(col, pa.int8())
-    elif pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
-        return col.to_pylist()
-    elif pa.types.is_null(t):
-        return [None] * len(col)
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
-        return col.to_pylist()
-    try:
-        return pc.cast(col, pa.string()).to_pylist()
-    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
-        return [None if v is None else str(v) for v in col.to_pylist()]
+    if not (pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t)):
+        try:
+            col = pc.cast(col, pa.string())
+        except (pa.ArrowNotImplementedError, pa.ArrowInvalid):  # nested types: Python's text
+            return [None if v is None else str(v).encode("utf-8") for v in col.to_pylist()]
+    return pc.cast(col, pa.large_binary() if pa.types.is_large_string(col.type) else pa.binary()).to_pylist()
 
 
 def encode_batch(batch: pa.RecordBatch) -> list[tuple]:
-    """Rows of a batch with every value as MySQL text (None for NULL)."""
+    """Rows of a batch with every value as MySQL text bytes (None for NULL)."""
     if batch.num_columns == 0:
         return [()] * batch.num_rows
     return list(zip(*(_as_text(c) for c in batch.columns)))
