@@ -142,6 +142,65 @@ def mysql_error(server, sql: str, database: str | None = DB) -> tuple[int, str]:
     return err.value.args[0], err.value.args[1]
 
 
+# ---------------------------------------------------------------------------- pure parts
+@pytest.mark.parametrize("sql,kind,arg,option", [
+    ("SUBMIT SELECT * FROM Object", "submit", "SELECT * FROM Object", ""),
+    ("submit\n  select 1;", "submit", "select 1", ""),
+    ("SELECT * FROM qserv_result(42)", "result", "42", ""),
+    ("select *  from QSERV_RESULT ( 42 ) ;", "result", "42", ""),
+    ("CALL qserv_result_delete(7)", "delete", "7", ""),
+    ("KILL 12", "kill", "12", ""),
+    ("KILL QUERY 12", "kill", "12", "QUERY"),
+    ("kill connection 12", "kill", "12", "CONNECTION"),
+    ("CANCEL 3", "cancel", "3", ""),
+    ("SHOW PROCESSLIST", "processlist", None, ""),
+    ("/* from a tool */ SHOW FULL PROCESSLIST", "processlist", None, "FULL"),
+    ("CALL other(1)", "call", "other(1)", ""),
+])
+def test_qserv_commands_are_recognised_by_their_text(sql, kind, arg, option):
+    from czar.mysql.commands import classify
+
+    cmd = classify(sql)
+    assert (cmd.kind, cmd.arg, cmd.option) == (kind, arg, option)
+
+
+@pytest.mark.parametrize("sql", ["SELECT * FROM Object", "SELECT * FROM qserv_result(x)", "KILL QUERY abc",
+                                 "SUBMITTED", "SHOW PROCESSLIST extra", "-- SUBMIT SELECT 1"])
+def test_other_statements_are_not_qserv_commands(sql):
+    from czar.mysql.commands import classify
+
+    assert classify(sql) is None
+
+
+def test_arrow_values_as_mysql_text():
+    from czar.mysql.types import encode_batch
+
+    batch = pa.record_batch({
+        "b": pa.array([True, False, None]), "i": pa.array([2**62 + 1, -5, None], pa.int64()),
+        "f": pa.array([0.1, 1e20, float("nan")], pa.float32()), "d": pa.array([0.1, 1 / 3, None]),
+        "s": pa.array(["é", "", None]), "n": pa.array([None, None, None], pa.null()),
+        "dec": pa.array([Decimal("12.50"), None, Decimal("-1.00")], pa.decimal128(10, 2)),
+    })
+    assert encode_batch(batch) == [
+        (b"1", b"4611686018427387905", b"0.1", b"0.1", "é".encode(), None, b"12.50"),
+        (b"0", b"-5", b"1e+20", b"0.3333333333333333", b"", None, None),
+        (None, None, b"nan", None, None, None, b"-1.00"),
+    ]
+
+
+def test_qengine_errors_map_to_mysql_codes():
+    from czar.mysql.errors import to_mysql_error
+    from qengine.errors import QueryError, QuerySyntaxError
+
+    err = to_mysql_error(QuerySyntaxError("unexpected token", line=2, column=5, token="FORM"))
+    assert err.code == 1064 and "line 2, column 5: unexpected token (near 'FORM')" in err.msg
+    assert to_mysql_error(QueryError("unknown column 'x' in table a.b")).code == 1054
+    assert to_mysql_error(QueryError("unknown table a.b")).code == 1146
+    assert to_mysql_error(QueryError("query cancelled")).code == 1317
+    assert to_mysql_error(QueryError("subqueries are not supported yet")).code == 1235
+    assert to_mysql_error(QEngineError("anything else")).code == 1105
+
+
 # ---------------------------------------------------------------------------- connecting
 def test_endpoint_on_an_ephemeral_port_and_a_busy_port(server, cluster):
     assert server.port > 0
@@ -410,6 +469,14 @@ def test_kill_query_stops_a_running_full_scan(server):
             assert cur.fetchone()[0] > 0
     finally:
         conn.close()
+
+
+def test_processlist_tables_after_use_information_schema(server):
+    with connect(server, database="information_schema") as conn, conn.cursor() as cur:
+        cur.execute("SELECT COUNT(*) FROM processlist")
+        assert cur.fetchone()[0] >= 0
+        cur.execute("SELECT ID, STATUS FROM queries ORDER BY ID DESC LIMIT 1")
+        assert len(cur.fetchall()) == 1
 
 
 def test_kill_connection_ends_the_session_and_its_scan(server):

@@ -82,17 +82,21 @@ def info_schema_tables(registry: QueryRegistry) -> dict[str, pa.Table]:
     return {"processlist": processlist, "queries": queries}
 
 
-def is_info_schema_query(tree: exp.Expression) -> bool:
-    """Does the statement read information_schema.processlist or .queries?"""
-    return any(t.db.lower() == "information_schema" and t.name.lower() in INFO_TABLES
-               for t in tree.find_all(exp.Table))
+def _is_info_table(t: exp.Table, database: str | None) -> bool:
+    return (t.db or database or "").lower() == "information_schema" and t.name.lower() in INFO_TABLES
 
 
-def query_info_schema(registry: QueryRegistry, tree: exp.Expression) -> pa.Table:
+def is_info_schema_query(tree: exp.Expression, database: str | None = None) -> bool:
+    """Does the statement read information_schema.processlist or .queries (``database``: the
+    session's default, for unqualified names)?"""
+    return any(_is_info_table(t, database) for t in tree.find_all(exp.Table))
+
+
+def query_info_schema(registry: QueryRegistry, tree: exp.Expression, database: str | None = None) -> pa.Table:
     """Run a SELECT over information_schema.processlist/queries (MySQL syntax) in DuckDB."""
     tables = info_schema_tables(registry)
     for t in list(tree.find_all(exp.Table)):
-        if t.db.lower() != "information_schema" or t.name.lower() not in INFO_TABLES:
+        if not _is_info_table(t, database):
             raise mysql_error(Code.NOT_SUPPORTED_YET, f"{t.sql('mysql')} cannot be read together with "
                                                       "information_schema.processlist/queries")
         alias = t.alias or t.name

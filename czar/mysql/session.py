@@ -140,8 +140,8 @@ class QservSession(Session):
                               "at a time is accepted")
         tree = statements[0]
         if isinstance(tree, exp.Query):
-            if processlist.is_info_schema_query(tree):
-                return table_result(processlist.query_info_schema(self.registry, tree))
+            if processlist.is_info_schema_query(tree, self.database):
+                return table_result(processlist.query_info_schema(self.registry, tree, self.database))
             if _reads_catalogue(tree, self.database):
                 return await self._catalogue_query(sql)
             for key in ("from", "from_"):  # SELECT ... FROM DUAL is a SELECT without FROM
