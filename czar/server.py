@@ -1,22 +1,30 @@
-"""The czar as a service: ``qengine czar --config cluster.yaml`` serves a small HTTP API that
-``qengine.connect(url)`` speaks (query results as Arrow IPC streams). TAP and the MySQL
-protocol are separate front ends on the same Czar object."""
+"""The czar as a service: ``qengine czar --config cluster.yaml`` serves one ASGI app (Starlette on
+uvicorn) with the small JSON/Arrow API that ``qengine.connect(url)`` speaks (``/api/v1``) and the
+TAP 1.1 service (``/tap``, see :mod:`czar.tap`)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
-import signal
+import socket
 import sys
+import tempfile
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pyarrow as pa
+import uvicorn
 import yaml
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from czar.engine import Czar
 from czar.metadata import Metadata
+from czar.tap import Limits, TapService
 from qengine.errors import ConfigError, QEngineError, QueryError
 from qengine.workerclient import WorkerClient
 
@@ -27,7 +35,7 @@ ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
 def load_cluster_config(path: str | Path) -> dict:
     """Read cluster.yaml: ``metadata_root``, ``workers`` (list of host:port), ``secret_file``,
-    ``http`` (host, port)."""
+    ``http`` (host, port), ``tap`` (job_dir, base_url)."""
     path = Path(path)
     try:
         cfg = yaml.safe_load(path.read_text()) or {}
@@ -42,6 +50,11 @@ def load_cluster_config(path: str | Path) -> dict:
     cfg["metadata_root"] = str((base / cfg["metadata_root"]).resolve())
     if cfg.get("secret_file"):
         cfg["secret"] = (base / cfg["secret_file"]).read_text().strip()
+    tap = cfg.get("tap") or {}
+    if not isinstance(tap, dict):
+        raise ConfigError(f"{path}: 'tap' must be a mapping (job_dir, base_url)")
+    tap["job_dir"] = str((base / tap.get("job_dir", "tap-jobs")).resolve())
+    cfg["tap"] = tap
     return cfg
 
 
@@ -50,6 +63,7 @@ def czar_from_config(cfg: dict) -> Czar:
     return Czar(Metadata(cfg["metadata_root"]), workers)
 
 
+# ---------------------------------------------------------------------- /api/v1
 def _error_body(exc: Exception) -> dict:
     body = {"error": str(exc), "type": type(exc).__name__}
     if isinstance(exc, QueryError):
@@ -57,65 +71,154 @@ def _error_body(exc: Exception) -> dict:
     return body
 
 
-class _Handler(BaseHTTPRequestHandler):
-    czar: Czar
-    protocol_version = "HTTP/1.1"
+def _api_routes(czar: Czar) -> list[Route]:
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "workers": len(czar.workers)})
 
-    def log_message(self, fmt, *args):  # route to logging, not stderr prints
-        log.info("%s " + fmt, self.address_string(), *args)
-
-    def _send(self, code: int, body: bytes, ctype: str) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _json(self, code: int, obj) -> None:
-        self._send(code, json.dumps(obj).encode(), "application/json")
-
-    def do_GET(self):
-        if self.path.rstrip("/") == "/api/v1/health":
-            return self._json(200, {"status": "ok", "workers": len(self.czar.workers)})
-        self._json(404, {"error": f"no such resource {self.path}"})
-
-    def do_POST(self):
-        length = int(self.headers.get("Content-Length") or 0)
+    async def body(request: Request) -> dict:
         try:
-            req = json.loads(self.rfile.read(length) or b"{}")
-            sql = req["sql"]
+            req = json.loads(await request.body() or b"{}")
+            if not isinstance(req, dict) or "sql" not in req:
+                raise KeyError("sql")
+            return req
         except (ValueError, KeyError):
-            return self._json(400, {"error": "request body must be JSON with an 'sql' field"})
-        kwargs = dict(lang=req.get("lang", "adql"), database=req.get("database"))
+            raise _BadRequest() from None
+
+    async def query(request: Request) -> Response:
         try:
-            if self.path.rstrip("/") == "/api/v1/query":
-                table = self.czar.query(sql, max_rows=int(req.get("max_rows") or 0), **kwargs)
-                sink = pa.BufferOutputStream()
-                with pa.ipc.new_stream(sink, table.schema) as w:
-                    w.write_table(table)
-                return self._send(200, sink.getvalue().to_pybytes(), ARROW_STREAM)
-            if self.path.rstrip("/") == "/api/v1/explain":
-                ex = self.czar.explain(sql, **kwargs)
-                return self._json(200, {"chunks": ex.chunks, "num_chunks": ex.num_chunks, "regions": ex.regions,
-                                        "per_worker": ex.per_worker, "merge_sql": ex.merge_sql,
-                                        "count_from_stats": ex.count_from_stats, "text": str(ex)})
-            return self._json(404, {"error": f"no such resource {self.path}"})
-        except QEngineError as exc:
-            return self._json(400, _error_body(exc))
-        except Exception as exc:  # never a dropped connection: report the failure
-            log.exception("internal error")
-            return self._json(500, {"error": f"internal error: {exc!r}", "type": "InternalError"})
+            req = await body(request)
+        except _BadRequest:
+            return JSONResponse({"error": "request body must be JSON with an 'sql' field"}, 400)
+
+        def run() -> bytes:
+            table = czar.query(req["sql"], lang=req.get("lang", "adql"), database=req.get("database"),
+                               max_rows=int(req.get("max_rows") or 0))
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, table.schema) as w:
+                w.write_table(table)
+            return sink.getvalue().to_pybytes()
+
+        return await _answer(lambda: Response(run(), media_type=ARROW_STREAM))
+
+    async def explain(request: Request) -> Response:
+        try:
+            req = await body(request)
+        except _BadRequest:
+            return JSONResponse({"error": "request body must be JSON with an 'sql' field"}, 400)
+
+        def run() -> Response:
+            ex = czar.explain(req["sql"], lang=req.get("lang", "adql"), database=req.get("database"))
+            return JSONResponse({"chunks": ex.chunks, "num_chunks": ex.num_chunks, "regions": ex.regions,
+                                 "per_worker": ex.per_worker, "merge_sql": ex.merge_sql,
+                                 "count_from_stats": ex.count_from_stats, "text": str(ex)})
+
+        return await _answer(run)
+
+    return [Route("/api/v1/health", health, methods=["GET"]),
+            Route("/api/v1/health/", health, methods=["GET"]),
+            Route("/api/v1/query", query, methods=["POST"]),
+            Route("/api/v1/explain", explain, methods=["POST"])]
 
 
-def make_http_server(czar: Czar, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
-    handler = type("Handler", (_Handler,), {"czar": czar})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
-    return server
+class _BadRequest(Exception):
+    pass
+
+
+async def _answer(make) -> Response:
+    """Run a blocking czar call in a thread; qengine errors are 400, bugs 500 (never a dropped
+    connection)."""
+    try:
+        return await run_in_threadpool(make)
+    except QEngineError as exc:
+        return JSONResponse(_error_body(exc), 400)
+    except Exception as exc:
+        log.exception("internal error")
+        return JSONResponse({"error": f"internal error: {exc!r}", "type": "InternalError"}, 500)
+
+
+# ---------------------------------------------------------------------- the app and its server
+def make_app(czar: Czar, job_dir: str | Path | None = None, *, limits: Limits | None = None,
+             base_url: str | None = None, reap_interval: float = 30.0) -> Starlette:
+    """The czar's ASGI app: ``/api/v1/*`` and TAP under ``/tap``. ``job_dir`` keeps the UWS
+    jobs (a temporary directory when None: jobs then do not survive a restart)."""
+    if job_dir is None:
+        job_dir = tempfile.mkdtemp(prefix="qengine-tap-jobs-")
+    tap = TapService(czar, job_dir, limits=limits, base_url=base_url, reap_interval=reap_interval)
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        try:
+            yield
+        finally:
+            tap.close()  # stop the reaper and the job pool; running jobs resume at the next start
+
+    app = Starlette(routes=_api_routes(czar) + tap.routes(), lifespan=lifespan)
+    app.state.tap = tap
+    return app
+
+
+class HttpServer:
+    """uvicorn serving the czar's app on a socket bound at construction (port 0: any free port),
+    so ``server_address`` is known before serving. ``serve_forever()`` blocks; ``start()`` runs it
+    in a thread; ``shutdown()`` stops it and waits."""
+
+    def __init__(self, app: Starlette, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.app = app
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._sock = socket.socket(family, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self._sock.bind((host, port))
+        except OSError:
+            self._sock.close()
+            raise
+        self._sock.listen(128)
+        self.server_address = self._sock.getsockname()[:2]
+        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
+                                timeout_graceful_shutdown=5)
+        self._server = uvicorn.Server(config)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address
+        return f"http://{host}:{port}"
+
+    def serve_forever(self) -> None:
+        self._server.run(sockets=[self._sock])
+
+    def start(self) -> "HttpServer":
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True, name="czar-http")
+        self._thread.start()
+        while not self._server.started:
+            if not self._thread.is_alive():
+                raise QEngineError("the HTTP server failed to start")
+            self._thread.join(0.02)
+        return self
+
+    def shutdown(self) -> None:
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+        self._sock.close()
+
+    def __enter__(self) -> "HttpServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+
+def make_http_server(czar: Czar, host: str = "127.0.0.1", port: int = 0, *, job_dir: str | Path | None = None,
+                     limits: Limits | None = None, base_url: str | None = None,
+                     reap_interval: float = 30.0) -> HttpServer:
+    """An :class:`HttpServer` for ``czar`` (not yet serving: call ``start()`` or ``serve_forever()``)."""
+    app = make_app(czar, job_dir, limits=limits, base_url=base_url, reap_interval=reap_interval)
+    return HttpServer(app, host, port)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, required=True, help="cluster.yaml: metadata_root, workers, secret_file, http")
+    p.add_argument("--config", type=Path, required=True,
+                   help="cluster.yaml: metadata_root, workers, secret_file, http, tap (job_dir, base_url)")
     p.add_argument("--host", help="HTTP address (default from the config, else 127.0.0.1)")
     p.add_argument("--port", type=int, help="HTTP port (default from the config, else 8080)")
 
@@ -124,15 +227,13 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_cluster_config(args.config)
     czar = czar_from_config(cfg)
     http = cfg.get("http") or {}
-    server = make_http_server(czar, args.host or http.get("host", "127.0.0.1"), args.port or http.get("port", 8080))
-    host, port = server.server_address[:2]
-    print(f"qengine czar on http://{host}:{port}/ with {len(czar.workers)} workers", file=sys.stderr)
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
-    server.shutdown()
-    czar.close()
+    host = args.host or http.get("host", "127.0.0.1")
+    port = args.port if args.port is not None else http.get("port", 8080)
+    server = make_http_server(czar, host, port, job_dir=cfg["tap"]["job_dir"], base_url=cfg["tap"].get("base_url"))
+    print(f"qengine czar on {server.url}/ (TAP at {server.url}/tap) with {len(czar.workers)} workers",
+          file=sys.stderr)
+    try:
+        server.serve_forever()  # uvicorn handles SIGINT/SIGTERM in the main thread
+    finally:
+        czar.close()
     return 0

@@ -1,0 +1,63 @@
+"""Run one TAP query: TAP_SCHEMA locally, everything else on the czar (with MAXREC and
+uploads), and say whether the result was cut at MAXREC."""
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from czar.dialects import parse
+from czar.engine import Czar
+from czar.tap.params import TapParams
+from czar.tap.tap_schema import TapSchema
+from qengine.errors import QueryError
+
+__all__ = ["Result", "run_query"]
+
+log = logging.getLogger(__name__)
+
+OVERFLOW_KEY = b"qengine.overflow"
+
+
+@dataclass
+class Result:
+    table: pa.Table
+    overflow: bool
+
+
+def _supports(czar: Czar, arg: str) -> bool:
+    try:
+        return arg in inspect.signature(czar.query).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def run_query(czar: Czar, tap_schema: TapSchema, params: TapParams, uploads: dict[str, pa.Table],
+              *, query_id: str | None = None, timeout: float = 0.0) -> Result:
+    """The answer to ``params`` (first MAXREC rows and the overflow flag)."""
+    tree = parse(params.query, "adql" if params.lang == "adql" else params.lang)
+    reads_ts, reads_upload, reads_other = TapSchema.references(tree)
+    if reads_ts:
+        if reads_upload or reads_other:
+            raise QueryError("TAP_SCHEMA tables cannot be combined with catalogue or uploaded tables "
+                             "in one query")
+        if params.lang != "adql":
+            raise QueryError("TAP_SCHEMA is queried in ADQL")
+        table, overflow = tap_schema.query(tree, params.maxrec)
+        return Result(table, overflow)
+    if reads_upload and not uploads:
+        raise QueryError("the query reads TAP_UPLOAD tables but the request has no UPLOAD parameter")
+    kwargs: dict = {"lang": params.lang, "timeout": timeout, "query_id": query_id}
+    if uploads:
+        if not _supports(czar, "uploads"):
+            raise QueryError("this czar cannot take uploaded tables yet (TAP_UPLOAD is not available)")
+        kwargs["uploads"] = uploads
+    if _supports(czar, "maxrec"):
+        table = czar.query(params.query, maxrec=params.maxrec, **kwargs)
+        md = table.schema.metadata or {}
+        return Result(table, md.get(OVERFLOW_KEY) == b"true")
+    # older czar: the whole answer, cut here
+    table = czar.query(params.query, **kwargs)
+    return Result(table.slice(0, params.maxrec), table.num_rows > params.maxrec)
