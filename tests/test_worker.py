@@ -276,3 +276,27 @@ def test_column_hint_reads_only_those_columns(store, worker):
         with pytest.raises(WorkerError) as err:
             c.query("SELECT * FROM {{" + DB + ".Object|nope}}", chunk_ids=chunks)
         assert err.value.code == "INVALID_ARGUMENT" and "nope" in str(err.value)
+
+
+def test_files_wholly_wanted_are_read_without_a_chunk_filter(store, worker):
+    root, tables = store
+    from worker.inventory import Inventory, bind_sql
+
+    m = load_manifest(table_dir(root, DB, "Object"))
+    data = sorted(m.files_of("data"), key=lambda f: f.first_chunk)
+    assert len(data) >= 3
+    held = m.chunk_ids()
+    in_file = [c for c in held if data[1].first_chunk <= c <= data[1].last_chunk]
+    # all of file 1, part of file 2, nothing of the others
+    chunks = sorted(in_file + [c for c in held if data[2].first_chunk <= c <= data[2].last_chunk][::3])
+    sql = f"SELECT chunkId, count(*) AS n, sum(mag) AS s FROM {OBJ} GROUP BY chunkId"
+    bound = bind_sql(Inventory(root), sql, chunks).sql
+    assert bound.count("WHERE") == 1 and "UNION ALL" in bound  # one filtered scan, one plain
+    with worker.client() as c:
+        got = c.query(sql, chunk_ids=chunks)
+    files = ", ".join(f"'{f}'" for f in _files(root, "Object"))
+    want = _direct(f"SELECT chunkId, count(*) AS n, sum(mag) AS s FROM read_parquet([{files}]) WHERE chunkId IN "
+                   f"({', '.join(map(str, chunks))}) GROUP BY chunkId")
+    g, w = _rows(got), _rows(want)
+    assert [r[:2] for r in g] == [r[:2] for r in w] and got.num_rows == len(chunks)
+    assert [r[2] for r in g] == pytest.approx([r[2] for r in w], rel=1e-12)  # summation order may differ

@@ -68,6 +68,15 @@ class HeldTable:
         return out
 
 
+def _all_wanted(held: np.ndarray, wanted: list[int], f: FileEntry) -> bool:
+    """Whether every held chunk of the table in ``f``'s chunk range is in ``wanted`` (sorted)."""
+    lo, hi = np.searchsorted(held, [f.first_chunk, f.last_chunk + 1])
+    i, j = bisect.bisect_left(wanted, f.first_chunk), bisect.bisect_right(wanted, f.last_chunk)
+    if j - i < hi - lo:
+        return False
+    return bool(np.isin(held[lo:hi], np.asarray(wanted[i:j], dtype=np.int64)).all())
+
+
 def _covered(chunk_ids: list[int], ranges: list[tuple[int, int]]) -> list[int]:
     """The chunk ids lying in any of the (possibly overlapping) closed ranges."""
     merged: list[list[int]] = []
@@ -220,15 +229,26 @@ def bind_sql(inventory: Inventory, sql: str, chunks: list[int] | None,
                 [("id", pa.int64()), ("chunkId", pa.int32()), ("subChunkId", pa.int32())])
             return register(schema.empty_table())
         n_files += len(files)
-        paths = ", ".join(_sql_str(str(t.directory / f.path)) for f in files)
-        scan = f"read_parquet([{paths}])"
-        if chunks is not None and kind in ("data", "overlap"):
-            cols = "*"
-            if match.group(3):
-                names = {c.strip().lower(): c.strip() for c in ["chunkId", "subChunkId"] + match.group(3).split(",")}
-                cols = ", ".join(_quote(c) for c in names.values())
-            return f"(SELECT {cols} FROM {scan} WHERE {chunk_condition(chunks, t.chunk_array)})"
-        return scan
+
+        def scan(fs: list[FileEntry]) -> str:
+            return "read_parquet([" + ", ".join(_sql_str(str(t.directory / f.path)) for f in fs) + "])"
+
+        if chunks is None or kind not in ("data", "overlap"):
+            return scan(files)
+        cols = "*"
+        if match.group(3):
+            names = {c.strip().lower(): c.strip() for c in ["chunkId", "subChunkId"] + match.group(3).split(",")}
+            cols = ", ".join(_quote(c) for c in names.values())
+        # Data files whose every chunk is wanted need no chunk filter (a full scan split
+        # between workers then filters only the files at the edges of each worker's run).
+        full = [f for f in files if kind == "data" and _all_wanted(t.chunk_array, chunks, f)]
+        part = [f for f in files if not (kind == "data" and _all_wanted(t.chunk_array, chunks, f))]
+        sel = []
+        if full:
+            sel.append(f"SELECT {cols} FROM {scan(full)}")
+        if part:
+            sel.append(f"SELECT {cols} FROM {scan(part)} WHERE {chunk_condition(chunks, t.chunk_array)}")
+        return "(" + " UNION ALL ".join(sel) + ")"
 
     text = PLACEHOLDER.sub(substitute, sql)
     return Binding(text, n_files, regs)
