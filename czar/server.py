@@ -161,17 +161,10 @@ class HttpServer:
     so ``server_address`` is known before serving. ``serve_forever()`` blocks; ``start()`` runs it
     in a thread; ``shutdown()`` stops it and waits."""
 
-    def __init__(self, app: Starlette, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, app: Starlette, host: str = "127.0.0.1", port: int = 0,
+                 sock: socket.socket | None = None) -> None:
         self.app = app
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._sock = socket.socket(family, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self._sock.bind((host, port))
-        except OSError:
-            self._sock.close()
-            raise
-        self._sock.listen(128)
+        self._sock = sock if sock is not None else _bind(host, port)
         self.server_address = self._sock.getsockname()[:2]
         config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
                                 timeout_graceful_shutdown=5)
@@ -211,9 +204,28 @@ class HttpServer:
 def make_http_server(czar: Czar, host: str = "127.0.0.1", port: int = 0, *, job_dir: str | Path | None = None,
                      limits: Limits | None = None, base_url: str | None = None,
                      reap_interval: float = 30.0) -> HttpServer:
-    """An :class:`HttpServer` for ``czar`` (not yet serving: call ``start()`` or ``serve_forever()``)."""
-    app = make_app(czar, job_dir, limits=limits, base_url=base_url, reap_interval=reap_interval)
-    return HttpServer(app, host, port)
+    """An :class:`HttpServer` for ``czar`` (not yet serving: call ``start()`` or ``serve_forever()``).
+    The port is bound first: a port in use raises OSError before any job store starts."""
+    sock = _bind(host, port)
+    try:
+        app = make_app(czar, job_dir, limits=limits, base_url=base_url, reap_interval=reap_interval)
+    except BaseException:
+        sock.close()
+        raise
+    return HttpServer(app, sock=sock)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -38,7 +38,8 @@ EXAMPLES = [
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--objects", type=int, default=200_000, help="Objects in the sample (default 200000)")
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
-    p.add_argument("--port", type=int, default=8080, help="czar HTTP port (default 8080; 0: any free port)")
+    p.add_argument("--port", type=int, default=8080,
+                   help="czar HTTP port: /api/v1 and TAP at /tap (default 8080; 0: any free port)")
     p.add_argument("--no-serve", action="store_true", help="run the examples and exit instead of serving")
     p.add_argument("--seed", type=int, default=1, help="generator seed (default 1)")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"cache directory (default {DEFAULT_CACHE})")
@@ -96,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _serve(store: Path, args: argparse.Namespace, oid: int, ra: float, dec: float) -> int:
     """Start a czar with workers on loopback, run the examples with timings, then serve."""
+    import signal
     import threading
 
     from czar.local import LocalCluster
@@ -115,19 +117,24 @@ def _serve(store: Path, args: argparse.Namespace, oid: int, ra: float, dec: floa
             print(result.slice(0, 5).to_pandas().to_string(index=False))
         if args.no_serve:
             return 0
+        job_dir = args.cache / "tap-jobs" / store.name
         try:
-            server = make_http_server(qe.czar, "127.0.0.1", args.port)
+            server = make_http_server(qe.czar, "127.0.0.1", args.port, job_dir=job_dir)
         except OSError:
-            server = make_http_server(qe.czar, "127.0.0.1", 0)
-        host, port = server.server_address[:2]
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        print(f"\nczar serving on http://{host}:{port}/ - in Python: "
-              f"qengine.connect('http://{host}:{port}').query(sql); "
-              f"or: qengine query --url http://{host}:{port} \"SELECT ...\"\nCtrl-C to stop.")
+            server = make_http_server(qe.czar, "127.0.0.1", 0, job_dir=job_dir)
+        server.start()
+        url = server.url
+        print(f"\nczar serving on {url}/ - in Python: qengine.connect('{url}').query(sql); "
+              f"or: qengine query --url {url} \"SELECT ...\"")
+        print(f"TAP service: {url}/tap (pyvo.dal.TAPService('{url}/tap'), TOPCAT, astroquery TapPlus)")
+        print("Ctrl-C to stop.", flush=True)
+        stop = threading.Event()
+        # SIGTERM too: the worker processes must be stopped, not orphaned
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
         try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
+            while not stop.wait(1.0):
+                pass
         finally:
             server.shutdown()
     return 0
