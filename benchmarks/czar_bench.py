@@ -539,7 +539,7 @@ def breakdown(cl, store: Path, centres: list[tuple[float, float]],
             plan = plan_query(sql, czar.metadata)
             c1, t1 = time.process_time(), time.perf_counter()
             chunks = czar._chunks(plan)
-            assignment = czar._assign(plan, chunks) if chunks else {}
+            assignment = czar._assign(plan, chunks) if len(chunks) else {}
             c2, t2 = time.process_time(), time.perf_counter()
             batches, schema = _fan_out(czar, plan, assignment)
             c3, t3 = time.process_time(), time.perf_counter()

@@ -92,7 +92,7 @@ class Czar:
         res = holder.query(sql, lane="interactive")
         return sorted(res.column(0).to_pylist()) if res.num_columns else []
 
-    def _assign(self, plan: Plan, chunks: list[int]) -> dict[str, list[int]]:
+    def _assign(self, plan: Plan, chunks: "list[int] | np.ndarray") -> dict[str, np.ndarray]:
         """Chunks per worker: contiguous runs balanced by rows among the workers holding them.
 
         Vectorised: a full scan assigns ~10^5 chunks per query.
@@ -126,7 +126,7 @@ class Czar:
             cum = np.cumsum(weights)
             cuts = np.searchsorted(cum, cum[-1] * np.arange(1, len(addrs)) / len(addrs), side="left")
             pieces = np.split(want, cuts)
-            return {a: p.tolist() for a, p in zip(addrs, pieces) if p.size}
+            return {a: p for a, p in zip(addrs, pieces) if p.size}
         out: dict[str, list[int]] = {a: [] for a in addrs}
         load = {a: 0 for a in addrs}
         sets = {a: set(h.tolist()) for a, h in holders.items()}
@@ -134,14 +134,17 @@ class Czar:
             a = min((a for a in addrs if c in sets[a]), key=lambda a: load[a])
             out[a].append(c)
             load[a] += wgt
-        return {a: cs for a, cs in out.items() if cs}
+        return {a: np.asarray(cs, dtype=np.int64) for a, cs in out.items() if cs}
 
-    def _chunks(self, plan: Plan) -> list[int]:
-        chunks = plan.chunks if plan.chunks is not None else plan.table.chunk_ids()
+    def _chunks(self, plan: Plan) -> np.ndarray:
+        """The chunk ids to visit, sorted."""
         if plan.id_restriction is not None:
             found = self._lookup_ids(plan)
-            chunks = sorted(set(found) & (plan.table.chunk_set() if plan.chunks is None else set(chunks)))
-        return chunks
+            chunks = sorted(set(found) & (plan.table.chunk_set() if plan.chunks is None else set(plan.chunks)))
+            return np.asarray(chunks, dtype=np.int64)
+        if plan.chunks is None:
+            return plan.table.chunk_array()
+        return np.asarray(plan.chunks, dtype=np.int64)
 
     def explain(self, sql: str, *, lang: str = "adql", database: str | None = None) -> Explain:
         plan = plan_query(sql, self.metadata, lang=lang, database=database)
@@ -152,8 +155,8 @@ class Czar:
             w = self.workers[0].address
             return Explain(None, 0, [], {w: {"chunks": [], "sql": plan.worker_sql}}, plan.merge_sql)
         chunks = self._chunks(plan)
-        per = {a: {"chunks": cs, "sql": plan.worker_sql} for a, cs in self._assign(plan, chunks).items()}
-        return Explain(chunks, len(chunks), plan.regions, per, plan.merge_sql)
+        per = {a: {"chunks": cs.tolist(), "sql": plan.worker_sql} for a, cs in self._assign(plan, chunks).items()}
+        return Explain(chunks.tolist(), len(chunks), plan.regions, per, plan.merge_sql)
 
     # ------------------------------------------------------------------ execution
     def query(self, sql: str, *, lang: str = "adql", database: str | None = None,
@@ -175,7 +178,7 @@ class Czar:
             return _truncate(result, maxrec)
         if plan.table.partitioned:
             chunks = self._chunks(plan)
-            assignment = self._assign(plan, chunks) if chunks else {}
+            assignment = self._assign(plan, chunks) if chunks.size else {}
         else:
             assignment = {self.workers[0].address: None}
         batches, schema = self._fan_out(plan, assignment, max_rows, timeout, query_id or uuid.uuid4().hex,

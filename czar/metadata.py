@@ -98,6 +98,10 @@ class TableInfo:
     def chunk_ids(self) -> list[int]:
         return self._chunk_ids
 
+    def chunk_array(self) -> np.ndarray:
+        """The chunk ids with rows, sorted (shared: do not modify)."""
+        return self._chunk_array
+
     def chunk_set(self) -> frozenset[int]:
         return self._chunk_set
 
@@ -108,6 +112,9 @@ class TableInfo:
         """Rows of each chunk (1 for a chunk without rows: it still costs a visit)."""
         if self._chunk_array.size == 0:
             return np.ones(len(chunks), np.int64)
+        if chunks is self._chunk_array or (len(chunks) == self._chunk_array.size
+                                           and np.array_equal(chunks, self._chunk_array)):
+            return self._rows_array  # a full scan: no lookup
         i = np.minimum(np.searchsorted(self._chunk_array, chunks), self._chunk_array.size - 1)
         return np.where(self._chunk_array[i] == chunks, self._rows_array[i], 1)
 

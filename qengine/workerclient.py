@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Iterator
 
 import grpc
+import numpy as np
 import pyarrow as pa
 
 from qengine.errors import QEngineError
@@ -67,12 +68,13 @@ class WorkerClient:
         return WorkerError(exc.code().name, exc.details() or str(exc), self.address)
 
     @staticmethod
-    def _request(sql: str, *, query_id: str = "", chunk_ids: list[int] | None = None,
+    def _request(sql: str, *, query_id: str = "", chunk_ids: "list[int] | np.ndarray | None" = None,
                  uploads: dict[str, pa.Table] | None = None, max_rows: int = 0, max_bytes: int = 0,
                  threads: int = 0, memory_limit: str = "", batch_rows: int = 0,
                  timeout_seconds: float = 0.0, lane: str = "") -> pb.ChunkQuery:
+        ids = b"" if chunk_ids is None else np.asarray(chunk_ids, dtype="<i4").tobytes()
         return pb.ChunkQuery(
-            query_id=query_id, sql=sql, all_chunks=chunk_ids is None, chunk_ids=chunk_ids or [],
+            query_id=query_id, sql=sql, all_chunks=chunk_ids is None, chunk_id_array=ids,
             uploads=[pb.UploadTable(name=n, arrow_ipc=_to_ipc(t)) for n, t in (uploads or {}).items()],
             max_rows=max_rows, max_bytes=max_bytes, threads=threads, memory_limit=memory_limit,
             batch_rows=batch_rows, timeout_seconds=timeout_seconds, lane=lane)

@@ -300,3 +300,21 @@ def test_files_wholly_wanted_are_read_without_a_chunk_filter(store, worker):
     g, w = _rows(got), _rows(want)
     assert [r[:2] for r in g] == [r[:2] for r in w] and got.num_rows == len(chunks)
     assert [r[2] for r in g] == pytest.approx([r[2] for r in w], rel=1e-12)  # summation order may differ
+
+
+def test_chunk_ids_as_a_packed_array_or_a_list(store, worker):
+    import grpc
+
+    from qengine.proto import worker_pb2 as pb
+
+    root, _ = store
+    chunks = load_manifest(table_dir(root, DB, "Object")).chunk_ids()[:7]
+    sql = f"SELECT chunkId, count(*) AS n FROM {OBJ} GROUP BY chunkId"
+    with worker.client() as c:
+        packed = c.query(sql, chunk_ids=np.asarray(chunks[::-1]))   # any order: sorted by the worker
+        msgs = list(c.stub.Execute(pb.ChunkQuery(sql=sql, chunk_ids=chunks), metadata=c.metadata))
+        listed = pa.ipc.open_stream(pa.py_buffer(msgs[0].arrow_ipc)).read_all()
+        assert _rows(packed) == _rows(listed) and packed.num_rows == len(chunks)
+        with pytest.raises(grpc.RpcError) as err:
+            c.stub.Query(pb.ChunkQuery(sql=sql, chunk_id_array=b"\x01\x02\x03"), metadata=c.metadata)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -60,10 +60,11 @@ class HeldTable:
         files = self.files.get(kind, [])
         if chunks is None or kind in ("index", "replicated"):
             return files
+        c = np.asarray(chunks, dtype=np.int64)
         out = []
         for f in files:
-            i = bisect.bisect_left(chunks, f.first_chunk)
-            if i < len(chunks) and chunks[i] <= f.last_chunk:
+            i = int(np.searchsorted(c, f.first_chunk))
+            if i < c.size and c[i] <= f.last_chunk:
                 out.append(f)
         return out
 
@@ -71,10 +72,10 @@ class HeldTable:
 def _all_wanted(held: np.ndarray, wanted: list[int], f: FileEntry) -> bool:
     """Whether every held chunk of the table in ``f``'s chunk range is in ``wanted`` (sorted)."""
     lo, hi = np.searchsorted(held, [f.first_chunk, f.last_chunk + 1])
-    i, j = bisect.bisect_left(wanted, f.first_chunk), bisect.bisect_right(wanted, f.last_chunk)
+    i, j = np.searchsorted(wanted, [f.first_chunk, f.last_chunk + 1])
     if j - i < hi - lo:
         return False
-    return bool(np.isin(held[lo:hi], np.asarray(wanted[i:j], dtype=np.int64)).all())
+    return bool(np.isin(held[lo:hi], wanted[i:j], assume_unique=True).all())
 
 
 def _covered(chunk_ids: list[int], ranges: list[tuple[int, int]]) -> list[int]:
@@ -203,6 +204,9 @@ def bind_sql(inventory: Inventory, sql: str, chunks: list[int] | None,
         name = f"__{prefix}_{len(regs)}"
         regs[name] = table
         return _quote(name)
+
+    if chunks is not None:
+        chunks = np.asarray(chunks, dtype=np.int64)
 
     def substitute(match: re.Match) -> str:
         nonlocal n_files

@@ -14,6 +14,7 @@ from concurrent import futures
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pyarrow as pa
 
 from qengine import __version__
@@ -33,6 +34,14 @@ def _ipc(batch: pa.RecordBatch | None, schema: pa.Schema) -> bytes:
         if batch is not None:
             w.write_batch(batch)
     return sink.getvalue().to_pybytes()
+
+
+def _chunk_ids(request: pb.ChunkQuery) -> np.ndarray:
+    if request.chunk_id_array:
+        if len(request.chunk_id_array) % 4:
+            raise ValueError("chunk_id_array must hold little-endian int32s")
+        return np.frombuffer(request.chunk_id_array, dtype="<i4").astype(np.int64)
+    return np.fromiter(request.chunk_ids, dtype=np.int64, count=len(request.chunk_ids))
 
 
 def _read_upload(data: bytes) -> pa.Table:
@@ -79,11 +88,15 @@ class WorkerService(pb_grpc.WorkerServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed uploaded table: {exc}")
         if not request.sql.strip():
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty SQL")
+        try:
+            chunk_ids = None if request.all_chunks else _chunk_ids(request)
+        except ValueError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         # Stop DuckDB when the czar goes away (client abort, deadline).
         context.add_callback(lambda: self.executor.cancel(qid))
         return QueryRequest(
             query_id=qid, sql=request.sql,
-            chunk_ids=None if request.all_chunks else list(request.chunk_ids),
+            chunk_ids=chunk_ids,
             uploads=uploads, max_rows=request.max_rows, max_bytes=request.max_bytes,
             threads=request.threads, memory_limit=request.memory_limit,
             batch_rows=request.batch_rows or 8_192, timeout_seconds=request.timeout_seconds,
