@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import queue
 import signal
 import socket
 import sys
@@ -12,6 +13,7 @@ import time
 import uuid
 from concurrent import futures
 from pathlib import Path
+from typing import Iterator
 
 import grpc
 import numpy as np
@@ -34,6 +36,53 @@ def _ipc(batch: pa.RecordBatch | None, schema: pa.Schema) -> bytes:
         if batch is not None:
             w.write_batch(batch)
     return sink.getvalue().to_pybytes()
+
+
+def _prefetched(items: Iterator, depth: int = 2) -> Iterator:
+    """Iterate ``items`` in a thread of its own, up to ``depth`` ahead of the consumer.
+
+    DuckDB produces the next batches (and pyarrow encodes them) while gRPC sends the last one:
+    both release the GIL, so a scan keeps both cores busy instead of taking turns."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(("item", item)):
+                    return
+            put(("end", None))
+        except BaseException as exc:  # delivered to the consumer, raised there
+            put(("error", exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()  # runs the executor's cleanup in this thread, which owns the generator
+
+    t = threading.Thread(target=produce, name="qengine-prefetch", daemon=True)
+    t.start()
+    try:
+        while True:
+            kind, item = q.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+        # The producer notices within 0.1 s unless DuckDB is mid-batch; a cancelled query is
+        # interrupted by then (the caller cancels it), so this wait is short.
+        t.join(timeout=5.0)
 
 
 def _chunk_ids(request: pb.ChunkQuery) -> np.ndarray:
@@ -110,9 +159,10 @@ class WorkerService(pb_grpc.WorkerServicer):
         with self._slots:
             try:
                 schema = None
-                for batch in self.executor.execute(req, stats):
+                encoded = ((b, _ipc(b, b.schema)) for b in self.executor.execute(req, stats))
+                for batch, data in _prefetched(encoded):
                     schema = batch.schema
-                    yield pb.ResultBatch(arrow_ipc=_ipc(batch, schema), rows=batch.num_rows)
+                    yield pb.ResultBatch(arrow_ipc=data, rows=batch.num_rows)
                     if not context.is_active():
                         self.executor.cancel(qid)
                         return
