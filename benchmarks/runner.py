@@ -11,7 +11,8 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 SUITES = {"chunker": "benchmarks.chunker_bench", "ingest": "benchmarks.ingest_bench",
-          "worker": "benchmarks.worker_bench", "czar": "benchmarks.czar_bench"}
+          "worker": "benchmarks.worker_bench", "czar": "benchmarks.czar_bench",
+          "neighbour": "benchmarks.neighbour_bench"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -60,6 +61,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     czr.add_argument("--czar-worker-threads", type=int, default=1,
                      help="DuckDB threads per worker process (default 1: 2 workers = the baseline's 2 threads)")
     czr.add_argument("--czar-breakdown", type=int, default=50, help="cones in the latency breakdown (default 50)")
+    nn = p.add_argument_group("neighbour suite")
+    nn.add_argument("--nn-objects", type=int, default=10_000_000,
+                    help="Objects in the catalogue searched for pairs (default 1e7; the czar suite's cached store)")
+    nn.add_argument("--nn-radius-arcsec", type=float, default=5.0, help="pair radius in arcsec (default 5)")
+    nn.add_argument("--nn-workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
+    nn.add_argument("--nn-worker-threads", type=int, default=1,
+                    help="DuckDB threads per worker (default 1: 2 workers = the baseline's 2 threads)")
     p.add_argument("--results", type=Path, default=RESULTS, help=f"results file (default {RESULTS})")
     p.add_argument("--no-write", action="store_true", help="print results only")
 
