@@ -122,9 +122,12 @@ def _needs_unicode(col: pa.ChunkedArray) -> bool:
 
 
 def to_votable(table: pa.Table, *, overflow: bool = False, binary2: bool = False,
-               infos: dict[str, str] | None = None) -> bytes:
+               infos: dict[str, str] | None = None, fast: bool = True) -> bytes:
     """A TAP result document: RESOURCE type="results", QUERY_STATUS=OK, the table (TABLEDATA or
-    BINARY2), and QUERY_STATUS=OVERFLOW after it when the result was cut at MAXREC."""
+    BINARY2), and QUERY_STATUS=OVERFLOW after it when the result was cut at MAXREC.
+
+    astropy writes the document; the rows come from :mod:`czar.tap.encode` (vectorised) unless
+    ``fast`` is False or a BINARY2 table has unicodeChar columns (then astropy writes them too)."""
     vot = tree.VOTableFile(version="1.4")
     res = _ResultsResource(type="results")
     vot.resources.append(res)
@@ -149,21 +152,34 @@ def to_votable(table: pa.Table, *, overflow: bool = False, binary2: bool = False
         if md.get("description"):
             field.description = md["description"]
         vt.fields.append(field)
-    vt.create_arrays(table.num_rows)
-    for key, col, (datatype, xtype) in zip(vt.array.dtype.names, table.columns, kinds):
-        values, mask = numpy_column(col, "char" if datatype == "unicodeChar" else datatype, xtype)
-        vt.array[key] = values
-        vt.array.mask[key] = mask
-    if binary2:
-        vt.format = "binary2"
     if overflow:
         res.post_infos.append(_info("QUERY_STATUS", "OVERFLOW",
                                     "the result was truncated at MAXREC rows; more rows exist"))
+    fast = fast and table.num_rows > 0 and not (binary2 and any(d == "unicodeChar" for d, _ in kinds))
+    vt.create_arrays(0 if fast else table.num_rows)
+    if not fast:
+        for key, col, (datatype, xtype) in zip(vt.array.dtype.names, table.columns, kinds):
+            values, mask = numpy_column(col, "char" if datatype == "unicodeChar" else datatype, xtype)
+            vt.array[key] = values
+            vt.array.mask[key] = mask
+    if binary2:
+        vt.format = "binary2"
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", VOWarning)  # odd units/UCDs in catalogue metadata
         vot.to_xml(buf, tabledata_format="binary2" if binary2 else None)
-    return buf.getvalue()
+    doc = buf.getvalue()
+    if not fast:
+        return doc
+    from czar.tap.encode import binary2_stream, tabledata_rows
+
+    if binary2:
+        data = b'<DATA><BINARY2><STREAM encoding="base64">' + binary2_stream(table, kinds) + \
+            b"</STREAM></BINARY2></DATA>\n"
+    else:
+        data = b"<DATA><TABLEDATA>\n" + tabledata_rows(table, kinds) + b"</TABLEDATA></DATA>\n"
+    at = doc.index(b"</TABLE>")  # the one table; text inside FIELDs and INFOs is escaped
+    return doc[:at] + data + doc[at:]
 
 
 def error_votable(message: str) -> bytes:
