@@ -758,3 +758,43 @@ def test_astroquery_tapplus(url, oracle, tmp_path, cluster):
     same(job.get_results(), expected)
     job = tap.launch_job_async(sql, upload_resource=str(path), upload_table_name="ids")
     same(job.get_results(), expected)
+
+
+def test_wait_blocks_only_while_the_phase_holds(http, url):
+    job = create_job(http, url, QUERY=f"SELECT TOP 1 objectId FROM {T}")
+    # a PENDING job stays PENDING: WAIT returns it after at most the time asked
+    assert job_doc(http, job, WAIT="1").findtext(f"{UWS}phase") == "PENDING"
+    # PHASE names the phase to wait in: any other phase returns at once
+    assert job_doc(http, job, WAIT="30", PHASE="EXECUTING").findtext(f"{UWS}phase") == "PENDING"
+    assert http.post(f"{job}/phase", data={"PHASE": "RUN"}).status_code == 303
+    assert wait_done(http, job) == "COMPLETED"
+    assert job_doc(http, job, WAIT="30").findtext(f"{UWS}phase") == "COMPLETED"  # final: no blocking
+    assert http.get(job, params={"WAIT": "soon"}).status_code == 400
+
+
+def test_execution_duration_stops_the_job(http, url, server, cluster):
+    """A job past its executionDuration is cancelled on the czar and ends in ERROR saying so."""
+    qe, _ = cluster
+    store = server.app.state.tap.jobs
+    cancelled = threading.Event()
+    real_query, real_cancel = qe.czar.query, store.cancel
+
+    def stuck_query(*args, **kwargs):  # a query that runs until the czar cancels it
+        if not cancelled.wait(30):
+            raise AssertionError("never cancelled")
+        from qengine.errors import QueryError
+
+        raise QueryError("query cancelled")
+
+    store.cancel = lambda qid: cancelled.set() or True
+    qe.czar.query = stuck_query
+    try:
+        job = create_job(http, url, QUERY=f"SELECT objectId FROM {T}", EXECUTIONDURATION="1")
+        assert http.get(f"{job}/executionduration").text == "1"
+        http.post(f"{job}/phase", data={"PHASE": "RUN"})
+        assert wait_done(http, job) == "ERROR"
+    finally:
+        qe.czar.query, store.cancel = real_query, real_cancel
+    assert cancelled.is_set()
+    msg = job_doc(http, job).find(f"{UWS}errorSummary").findtext(f"{UWS}message")
+    assert "execution duration of 1 s" in msg
