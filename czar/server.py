@@ -179,7 +179,7 @@ class HttpServer:
     def serve_forever(self) -> None:
         self._server.run(sockets=[self._sock])
 
-    def start(self) -> "HttpServer":
+    def start(self) -> HttpServer:
         self._thread = threading.Thread(target=self.serve_forever, daemon=True, name="czar-http")
         self._thread.start()
         while not self._server.started:
@@ -194,7 +194,7 @@ class HttpServer:
             self._thread.join(timeout=15)
         self._sock.close()
 
-    def __enter__(self) -> "HttpServer":
+    def __enter__(self) -> HttpServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

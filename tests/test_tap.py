@@ -8,7 +8,7 @@ import math
 import threading
 import time
 import xml.etree.ElementTree as ET
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import duckdb
 import httpx
@@ -433,7 +433,7 @@ def test_async_job_lifecycle(http, url, oracle):
     assert int(http.get(f"{job}/executionduration").text) == LIMITS.default_duration
     r = http.post(f"{job}/executionduration", data={"EXECUTIONDURATION": "120"})
     assert r.status_code == 303 and http.get(f"{job}/executionduration").text == "120"
-    later = (datetime.now(timezone.utc) + timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    later = (datetime.now(UTC) + timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
     r = http.post(f"{job}/destruction", data={"DESTRUCTION": later})
     assert r.status_code == 303 and http.get(f"{job}/destruction").text == later
     ps = ET.fromstring(http.get(f"{job}/parameters").content)
@@ -495,12 +495,12 @@ def test_async_invalid_query_goes_to_error(http, url):
 
 
 def test_async_delete_and_job_list_filters(http, url):
-    t0 = datetime.now(timezone.utc) - timedelta(seconds=1)
+    t0 = datetime.now(UTC) - timedelta(seconds=1)
     a = create_job(http, url, QUERY=f"SELECT TOP 1 objectId FROM {T}")
     b = create_job(http, url, QUERY=f"SELECT TOP 1 objectId FROM {T}", PHASE="RUN")
     c = create_job(http, url, QUERY=f"SELECT TOP 1 objectId FROM {T}")
     wait_done(http, b)
-    ids = lambda r: [j.get("id") for j in ET.fromstring(r.content).iter(f"{UWS}jobref")]  # noqa: E731
+    ids = lambda r: [j.get("id") for j in ET.fromstring(r.content).iter(f"{UWS}jobref")]
     listing = http.get(f"{url}/async")
     assert {x.rsplit("/", 1)[1] for x in (a, b, c)} <= set(ids(listing))
     ref = next(j for j in ET.fromstring(listing.content).iter(f"{UWS}jobref") if a.endswith(j.get("id")))
@@ -511,7 +511,7 @@ def test_async_delete_and_job_list_filters(http, url):
     assert ids(http.get(f"{url}/async", params={"LAST": "2"})) == [b.rsplit("/", 1)[1], c.rsplit("/", 1)[1]]
     after = ids(http.get(f"{url}/async", params={"AFTER": t0.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}))
     assert set(after) >= {x.rsplit("/", 1)[1] for x in (a, b, c)}
-    future = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
+    future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     assert ids(http.get(f"{url}/async", params={"AFTER": future})) == []
     assert http.get(f"{url}/async", params={"PHASE": "NOPE"}).status_code == 400
     # DELETE and ACTION=DELETE: 303 to the job list, then the job is gone
@@ -559,7 +559,7 @@ def test_abort_cancels_the_running_query_on_the_workers(http, url, server, clust
 def test_jobs_are_reaped_after_destruction(http, url, server):
     job = create_job(http, url, QUERY=f"SELECT TOP 1 objectId FROM {T}")
     job_id = job.rsplit("/", 1)[1]
-    soon = (datetime.now(timezone.utc) + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    soon = (datetime.now(UTC) + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     assert http.post(f"{job}/destruction", data={"DESTRUCTION": soon}).status_code == 303
     job_dir = server.app.state.tap.jobs.job_dir(job_id)
     assert job_dir.is_dir()
@@ -588,12 +588,6 @@ def test_jobs_survive_a_restart(http, url, server, cluster, oracle):
 
 
 # ---------------------------------------------------------------------- uploads
-def _uploads_supported(cluster) -> bool:
-    import inspect
-
-    return "uploads" in inspect.signature(cluster[0].czar.query).parameters
-
-
 def _upload_table() -> pa.Table:
     return pa.table({
         "id": pa.array([1250000369002135000, 2, None, 4], pa.int64()),
@@ -624,9 +618,7 @@ def test_upload_errors_name_the_problem(http, url):
 
 
 @pytest.mark.parametrize("serialization", ["tabledata", "binary", "binary2", "csv"])
-def test_upload_values_round_trip(http, url, cluster, serialization):
-    if not _uploads_supported(cluster):
-        pytest.skip("Czar.query(uploads=...) has not landed yet")
+def test_upload_values_round_trip(http, url, serialization):
     t = _upload_table()
     if serialization == "csv":
         import pyarrow.csv as pcsv
@@ -658,9 +650,7 @@ def test_upload_values_round_trip(http, url, cluster, serialization):
     assert sorted(got, key=repr) == sorted(expected, key=repr)
 
 
-def test_upload_crossmatch_by_http_uri(http, url, oracle, cluster):
-    if not _uploads_supported(cluster):
-        pytest.skip("Czar.query(uploads=...) has not landed yet")
+def test_upload_crossmatch_by_http_uri(http, url, oracle):
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     ids = want(oracle, f"SELECT objectId FROM {T} WHERE mag < 15.5").column(0).to_pylist()[:20]
@@ -719,9 +709,7 @@ def test_pyvo_sync_async_search_maxrec_tables(url, oracle):
     job.delete()
 
 
-def test_pyvo_uploads(url, oracle, cluster):
-    if not _uploads_supported(cluster):
-        pytest.skip("Czar.query(uploads=...) has not landed yet")
+def test_pyvo_uploads(url, oracle):
     import pyvo
     from astropy.table import Table
 
@@ -737,7 +725,7 @@ def test_pyvo_uploads(url, oracle, cluster):
         assert {(o, t) for o, t in zip(got["oid"], got["tag"])} == {(o, f"t{i}") for i, o in enumerate(ids)}
 
 
-def test_astroquery_tapplus(url, oracle, tmp_path, cluster):
+def test_astroquery_tapplus(url, oracle, tmp_path):
     from astroquery.utils.tap.core import TapPlus
 
     tap = TapPlus(url=url, verbose=False)
@@ -745,8 +733,6 @@ def test_astroquery_tapplus(url, oracle, tmp_path, cluster):
     same(tap.launch_job(sql).get_results(), want(oracle, sql), ordered=True)
     same(tap.launch_job_async(sql).get_results(), want(oracle, sql), ordered=True)
     # (TapPlus.load_tables needs ESA's private esatapplus:flags column attribute: not offered)
-    if not _uploads_supported(cluster):
-        return
     ids = want(oracle, f"SELECT objectId FROM {T} WHERE mag < 15.5").column(0).to_pylist()[:10]
     from czar.tap.votable import to_votable
 

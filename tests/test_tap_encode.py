@@ -10,7 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from astropy.io.votable import parse as parse_votable
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from czar.tap.errors import TapParamError, UploadError
 from czar.tap.params import Limits, collect, parse_params, parse_upload

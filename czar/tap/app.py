@@ -9,9 +9,9 @@ import time
 import uuid
 from pathlib import Path
 
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -287,7 +287,7 @@ class TapService:
             for w in self.czar.workers:
                 try:
                     w.health(timeout=2.0)
-                except Exception as exc:  # any failure means the worker is not serving
+                except Exception as exc:  # noqa: BLE001 - any failure means the worker is not serving
                     down.append(f"{w.address} ({type(exc).__name__})")
             if down:
                 return False, f"workers not answering: {', '.join(down)}"

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["binary2_stream", "tabledata_rows", "BATCH_ROWS"]
+__all__ = ["BATCH_ROWS", "binary2_stream", "tabledata_rows"]
 
 BATCH_ROWS = 65536  # rows encoded at once: bounds the index arrays of the BINARY2 scatter
 

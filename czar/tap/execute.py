@@ -2,7 +2,6 @@
 uploads), and say whether the result was cut at MAXREC."""
 from __future__ import annotations
 
-import inspect
 import logging
 from dataclasses import dataclass
 
@@ -27,13 +26,6 @@ class Result:
     overflow: bool
 
 
-def _supports(czar: Czar, arg: str) -> bool:
-    try:
-        return arg in inspect.signature(czar.query).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def run_query(czar: Czar, tap_schema: TapSchema, params: TapParams, uploads: dict[str, pa.Table],
               *, query_id: str | None = None, timeout: float = 0.0) -> Result:
     """The answer to ``params`` (first MAXREC rows and the overflow flag)."""
@@ -49,15 +41,6 @@ def run_query(czar: Czar, tap_schema: TapSchema, params: TapParams, uploads: dic
         return Result(table, overflow)
     if reads_upload and not uploads:
         raise QueryError("the query reads TAP_UPLOAD tables but the request has no UPLOAD parameter")
-    kwargs: dict = {"lang": params.lang, "timeout": timeout, "query_id": query_id}
-    if uploads:
-        if not _supports(czar, "uploads"):
-            raise QueryError("this czar cannot take uploaded tables yet (TAP_UPLOAD is not available)")
-        kwargs["uploads"] = uploads
-    if _supports(czar, "maxrec"):
-        table = czar.query(params.query, maxrec=params.maxrec, **kwargs)
-        md = table.schema.metadata or {}
-        return Result(table, md.get(OVERFLOW_KEY) == b"true")
-    # older czar: the whole answer, cut here
-    table = czar.query(params.query, **kwargs)
-    return Result(table.slice(0, params.maxrec), table.num_rows > params.maxrec)
+    table = czar.query(params.query, lang=params.lang, timeout=timeout, query_id=query_id,
+                       maxrec=params.maxrec, uploads=uploads or None)
+    return Result(table, (table.schema.metadata or {}).get(OVERFLOW_KEY) == b"true")

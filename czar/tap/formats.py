@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from czar.tap.params import FORMATS
-from czar.tap.votable import numpy_column, column_votable_type, to_votable, unique_names
+from czar.tap.votable import column_votable_type, numpy_column, to_votable, unique_names
 
 __all__ = ["EXTENSIONS", "render"]
 

@@ -10,7 +10,7 @@ import duckdb
 import pyarrow as pa
 from sqlglot import exp
 
-from czar.dialects import parse, to_duckdb
+from czar.dialects import to_duckdb
 from czar.metadata import Metadata
 from czar.tap.votable import column_votable_type
 from qengine.catalog import Column

@@ -36,7 +36,7 @@ def fetch(uri: str, limit: int, timeout: float = 60.0) -> bytes:
 
 def _looks_like_xml(data: bytes) -> bool:
     head = data[:512].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    return head.startswith(b"<?xml") or head.startswith(b"<votable") or head.startswith(b"<!--")
+    return head.startswith((b"<?xml", b"<votable", b"<!--"))
 
 
 def read_table(data: bytes, name: str) -> pa.Table:
@@ -50,7 +50,7 @@ def read_table(data: bytes, name: str) -> pa.Table:
             return votable_to_arrow(data)
         except UploadError as exc:
             raise UploadError(f"UPLOAD {name}: {exc}") from None
-        except Exception as exc:  # astropy raises many kinds for malformed XML
+        except Exception as exc:  # noqa: BLE001 - astropy raises many kinds for malformed XML
             raise UploadError(f"UPLOAD {name}: not a readable VOTable: {exc}") from None
     import pyarrow.csv as pcsv
 

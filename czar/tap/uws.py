@@ -12,18 +12,18 @@ import os
 import secrets
 import shutil
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Callable
 
 from czar.tap.errors import TapParamError, message_of
 from czar.tap.params import Limits
 from czar.tap.votable import error_votable
 from qengine.errors import QEngineError
 
-__all__ = ["Job", "JobStore", "PHASES", "iso", "parse_iso"]
+__all__ = ["PHASES", "Job", "JobStore", "iso", "parse_iso"]
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +34,14 @@ FINAL = ("COMPLETED", "ERROR", "ABORTED", "ARCHIVED")
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def iso(t: datetime | None) -> str | None:
     """UWS timestamps: ISO 8601 UTC with milliseconds and a Z."""
     if t is None:
         return None
-    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
 
 
 def parse_iso(text: str) -> datetime:
@@ -53,7 +53,7 @@ def parse_iso(text: str) -> datetime:
         t = datetime.fromisoformat(s)
     except ValueError:
         raise TapParamError(f"not an ISO 8601 time: {text!r}") from None
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 @dataclass
@@ -79,7 +79,7 @@ class Job:
         return json.dumps(d)
 
     @classmethod
-    def from_json(cls, text: str) -> "Job":
+    def from_json(cls, text: str) -> Job:
         d = json.loads(text)
         for k in ("creation_time", "destruction", "start_time", "end_time"):
             d[k] = parse_iso(d[k]) if d.get(k) else None

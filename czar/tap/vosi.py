@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 from czar.tap.params import FORMATS, Limits
 from czar.tap.tap_schema import ColumnDesc, SchemaDesc, TableDesc
 
-__all__ = ["availability_xml", "capabilities_xml", "table_xml", "tableset_xml", "GEOMETRY_FEATURES"]
+__all__ = ["GEOMETRY_FEATURES", "availability_xml", "capabilities_xml", "table_xml", "tableset_xml"]
 
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
 VOSI_CAP = "http://www.ivoa.net/xml/VOSICapabilities/v1.0"
