@@ -17,6 +17,8 @@ import numpy as np
 import pyarrow as pa
 
 from czar.metadata import Metadata, TableInfo
+from czar.compose import Steps, needs_steps
+from czar.dialects import parse, to_duckdb
 from czar.plan import PARTS, Plan, plan_query
 from qengine.errors import QEngineError, QueryError
 from qengine.workerclient import ExecuteSummary, WorkerClient, WorkerError
@@ -147,7 +149,11 @@ class Czar:
         return np.asarray(plan.chunks, dtype=np.int64)
 
     def explain(self, sql: str, *, lang: str = "adql", database: str | None = None) -> Explain:
-        plan = plan_query(sql, self.metadata, lang=lang, database=database)
+        tree = parse(sql, lang)
+        if needs_steps(tree):
+            raise QueryError("this query runs in several steps (it has subqueries, WITH or UNION/INTERSECT/"
+                             "EXCEPT): explain its SELECTs one by one")
+        plan = plan_query(sql, self.metadata, lang=lang, database=database, tree=tree)
         if plan.count_from_stats is not None:
             return Explain(None, 0, [], {}, plan.merge_sql, plan.count_from_stats,
                            [f"answered from table statistics: {plan.count_from_stats} rows"])
@@ -171,22 +177,45 @@ class Czar:
         t0 = time.perf_counter()
         if maxrec is not None and maxrec < 0:
             raise QueryError(f"MAXREC must be 0 or more, got {maxrec}")
+        qid = query_id or uuid.uuid4().hex
+        tree = parse(sql, lang)
+        if needs_steps(tree):  # subqueries, WITH, set operations: several passes (czar/compose.py)
+            steps = Steps(run_select=lambda t, ups: self._answer(sql, t, lang, database, None, ups, max_rows,
+                                                                  timeout, qid),
+                          run_local=self._run_local, translate=to_duckdb, uploads=dict(uploads or {}))
+            result = steps.answer(tree)
+        else:
+            result = self._answer(sql, tree, lang, database, maxrec, uploads, max_rows, timeout, qid)
+        log.info("query done in %.3f s: %d rows", time.perf_counter() - t0, result.num_rows)
+        return _truncate(result, maxrec)
+
+    def _answer(self, sql: str, tree, lang: str, database: str | None, maxrec: int | None,
+                uploads: dict[str, pa.Table] | None, max_rows: int, timeout: float, qid: str) -> pa.Table:
+        """One plain SELECT through the cluster: plan, fan out, merge."""
         plan = plan_query(sql, self.metadata.with_uploads(uploads), lang=lang, database=database,
-                          maxrec=maxrec)
+                          maxrec=maxrec, tree=tree)
         if plan.count_from_stats is not None:
-            result = pa.table({plan.count_name: pa.array([plan.count_from_stats], pa.int64())})
-            return _truncate(result, maxrec)
+            return pa.table({plan.count_name: pa.array([plan.count_from_stats], pa.int64())})
         if plan.table.partitioned:
             chunks = self._chunks(plan)
             assignment = self._assign(plan, chunks) if chunks.size else {}
         else:
             assignment = {self.workers[0].address: None}
-        batches, schema = self._fan_out(plan, assignment, max_rows, timeout, query_id or uuid.uuid4().hex,
-                                        uploads)
-        result = self._run_merge(plan, batches, schema)
-        log.info("query done in %.3f s: %d rows from %d workers", time.perf_counter() - t0,
-                 result.num_rows, len(assignment))
-        return _truncate(result, maxrec)
+        batches, schema = self._fan_out(plan, assignment, max_rows, timeout, qid, uploads)
+        return self._run_merge(plan, batches, schema)
+
+    def _run_local(self, sql: str, tables: dict[str, pa.Table]) -> pa.Table:
+        """DuckDB SQL over Arrow tables in the czar (the last step of a composite query)."""
+        with self._merge_lock:
+            cur = self._merge.cursor()
+        try:
+            for name, t in tables.items():
+                cur.register(name, t)
+            return cur.sql(sql).to_arrow_table()
+        except duckdb.Error as exc:
+            raise QueryError(f"cannot combine the parts of the query: {exc}") from None
+        finally:
+            cur.close()
 
     def cancel(self, query_id: str) -> bool:
         """Stop every worker's part of a running query; False if it is not running."""

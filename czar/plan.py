@@ -248,9 +248,12 @@ def _cap_limit(tree: exp.Select, maxrec: int) -> None:
 
 
 def plan_query(sql: str, metadata: Metadata, *, lang: str = "adql", database: str | None = None,
-               maxrec: int | None = None) -> Plan:
-    """Plan ``sql``; ``maxrec`` caps the rows to ``maxrec + 1`` (TAP MAXREC with overflow)."""
-    tree = parse(sql, lang)
+               maxrec: int | None = None, tree: exp.Expression | None = None) -> Plan:
+    """Plan ``sql``; ``maxrec`` caps the rows to ``maxrec + 1`` (TAP MAXREC with overflow).
+
+    ``tree``: ``sql`` already parsed (and rewritten, e.g. by :mod:`czar.compose`); ``sql``
+    then only serves to name unaliased output columns as written."""
+    tree = parse(sql, lang) if tree is None else tree
     original = [e.copy() for e in tree.expressions]  # the select list as written, for metadata
     if not isinstance(tree, exp.Select):
         raise QueryError("set operations (UNION/INTERSECT/EXCEPT) and WITH are not supported yet")
