@@ -26,12 +26,13 @@ from typing import Iterator, Sequence
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from partitioner import place
 from partitioner.progress import Progress
-from partitioner.readers import InputSpec, Reject, count_bytes, read_batches
-from partitioner.spill import StripeSpill, write_parquet
+from partitioner.readers import InputSpec, Reject, count_bytes, detect_format, read_batches
+from partitioner.spill import StripeSpill, write_parquet, write_parquet_runs
 from qengine.catalog import Partitioning, Table
 from qengine.chunker import Chunker
 from qengine.errors import IngestError
@@ -59,7 +60,7 @@ class IngestOptions:
     skip_bad_rows: int = 0          # >0: reject up to this many bad rows into a reject file
     threads: int = 2
     memory_limit: str = "1GB"       # for DuckDB's index sort and duplicate checks
-    run_memory_bytes: int = 256 << 20  # largest run of chunks sorted in memory at once (per thread)
+    run_memory_bytes: int = 128 << 20  # largest run of chunks sorted in memory at once (per thread)
     progress: bool | None = None    # None: a bar on a terminal, a summary line otherwise
     abort: bool = False             # do all the work, then roll back (a dry run)
 
@@ -96,12 +97,51 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _file_digest(path: Path) -> str:
+def _file_digest(path: Path, stop: threading.Event | None = None) -> str:
     h = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(8 << 20), b""):
+            if stop is not None and stop.is_set():
+                return ""
             h.update(block)
     return h.hexdigest()
+
+
+def _same_sizes(txn: Transaction, sizes: list[int]) -> bool:
+    """Could ``txn`` have been an ingest of inputs of these sizes (unknown sizes: yes)?"""
+    return len(txn.inputs) == len(sizes) and all(
+        i.get("bytes") in (None, n) for i, n in zip(txn.inputs, sizes))
+
+
+class _Digests:
+    """Digests of the input files, computed on a background thread (hashlib releases the GIL)."""
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self._digests: list[str] = []
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(list(paths),),
+                                        name="ingest-digest", daemon=True)
+        self._thread.start()
+
+    def _run(self, paths: list[Path]) -> None:
+        try:
+            for p in paths:
+                if self._stop.is_set():
+                    return
+                self._digests.append(_file_digest(p, self._stop))
+        except BaseException as exc:  # handed to result()
+            self._error = exc
+
+    def result(self) -> list[str]:
+        self._thread.join()
+        if self._error is not None:
+            raise IngestError(f"cannot read input for its digest: {self._error}") from self._error
+        return list(self._digests)
+
+    def cancel(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _fingerprint(table: Table, partitioning: Partitioning | None, spec: InputSpec,
@@ -304,12 +344,21 @@ def ingest(root: str | os.PathLike, database: str, table: Table, inputs: Sequenc
         manifest = load_manifest(directory) if (directory / MANIFEST).exists() else fresh
         if manifest is not fresh:
             _check_compatible(manifest, fresh, directory / MANIFEST)
-        digests = [_file_digest(p) for p in paths]
-        fp = _fingerprint(table, partitioning, spec, digests)
-        prior = manifest.find_transaction(fp)
-        if prior is not None:
-            return IngestResult(database, table.name, prior.id, rows=prior.rows,
-                                already_ingested=True, seconds=time.perf_counter() - t0)
+        # The fingerprint hashes every input byte (a re-run is recognised whatever the files'
+        # paths or times; size + mtime + Parquet footer would miss a same-size rewrite or call a
+        # touched file new, and a re-ingested child table would silently double its rows).
+        # Hashing costs a full read (~11% of an ingest when done first), so it runs alongside
+        # the ingest unless a prior transaction could match: the digests enter the
+        # fingerprint, so only a transaction with inputs of exactly these sizes, in this
+        # order, can have this fingerprint.
+        sizes = [p.stat().st_size for p in paths]
+        hashing = _Digests(paths)
+        if any(_same_sizes(t, sizes) for t in manifest.transactions):
+            fp = _fingerprint(table, partitioning, spec, hashing.result())
+            prior = manifest.find_transaction(fp)
+            if prior is not None:
+                return IngestResult(database, table.name, prior.id, rows=prior.rows,
+                                    already_ingested=True, seconds=time.perf_counter() - t0)
         txn = manifest.next_txn()
         staging = directory / STAGING / f"txn-{txn}"
         staging.mkdir(parents=True, exist_ok=True)
@@ -320,6 +369,11 @@ def ingest(root: str | os.PathLike, database: str, table: Table, inputs: Sequenc
             if options.abort:
                 result.aborted = True
                 return result
+            digests = hashing.result()
+            fp = _fingerprint(table, partitioning, spec, digests)
+            if manifest.find_transaction(fp) is not None:  # pragma: no cover - sizes checked above
+                raise IngestError("inputs changed while being ingested (their digests now match "
+                                  "an earlier transaction); nothing was written")
             if rejects.count:
                 rpath = directory / REJECTS / f"txn-{txn}.tsv"
                 rejects.write(rpath)
@@ -333,6 +387,7 @@ def ingest(root: str | os.PathLike, database: str, table: Table, inputs: Sequenc
             result.seconds = time.perf_counter() - t0
             return result
         finally:
+            hashing.cancel()
             shutil.rmtree(directory / STAGING, ignore_errors=True)
 
 
@@ -413,8 +468,11 @@ def _run(root, database, table, paths, partitioning, spec, options, txn, staging
     stats.update(acc.result())
 
     if table.role == "director" and n_index:
-        _check_duplicate_ids(root, database, table, index_dir, manifest, file_names, options)
-        entries += _write_index(index_dir, out / "index", txn, options)
+        index_entries, dups = _write_index(index_dir, out / "index", txn, options)
+        if dups:
+            _raise_duplicates(dups, table, index_dir, paths, schema, spec, options)
+        _check_stored_ids(root, database, table, index_dir, manifest, file_names, options)
+        entries += index_entries
     entries += _write_chunk_files(data_spill, over_spill, stats, out, txn, options)
     result.files = [e.path for e, _ in entries]
     result.rejected = rejects.count
@@ -453,26 +511,43 @@ class _RollingWriter:
 
 def _write_chunk_files(data_spill: StripeSpill, over_spill: StripeSpill, stats: dict[int, ChunkStats],
                        out: Path, txn: int, options: IngestOptions) -> list[tuple[FileEntry, Path]]:
+    """Sorted data and overlap files, each a run of consecutive chunks of ~rows_per_file rows.
+
+    A file is written as several sorted runs of at most ``run_memory_bytes`` (appended to one
+    Parquet writer), so memory is bounded by the run, while files keep the size chosen for I/O.
+    """
     counts = {c: s.rows + s.overlap_rows for c, s in stats.items()}
     # Runs are sorted in memory: cap their size by bytes too, so wide tables stay within budget.
     spilled = data_spill.rows + over_spill.rows
     row_bytes = (data_spill.bytes + over_spill.bytes) / max(spilled, 1)
-    target = min(options.rows_per_file, max(10_000, int(options.run_memory_bytes / max(row_bytes, 1))))
-    groups = place.group_chunks(counts, target)
+    run_rows = min(options.rows_per_file, max(10_000, int(options.run_memory_bytes / max(row_bytes, 1))))
+    groups = place.group_chunks(counts, options.rows_per_file)
+    chunk_ids = np.array(sorted(counts), dtype=np.int64)
 
     def one(group: tuple[int, int]) -> list[tuple[FileEntry, Path]]:
         lo, hi = group
+        a, b = np.searchsorted(chunk_ids, [lo, hi + 1])
+        runs = place.group_chunks({c: counts[c] for c in chunk_ids[a:b].tolist()}, run_rows)
         made = []
         for kind, spill in (("data", data_spill), ("overlap", over_spill)):
-            t = spill.read_range_sorted(lo, hi)
-            if t.num_rows == 0:
-                continue
             name = f"part-{lo}-{hi}-{txn}.parquet"
             path = out / kind / name
-            nbytes = write_parquet(t, path, options.row_group_rows, [place.CHUNK_COL, place.SUB_CHUNK_COL])
-            cid = t.column(place.CHUNK_COL)
-            made.append((FileEntry(kind, f"{kind}/{name}", t.num_rows, nbytes, txn,
-                                   first_chunk=int(cid[0].as_py()), last_chunk=int(cid[-1].as_py())), path))
+            bounds: list[int] = []
+
+            def tables() -> Iterator[pa.Table]:
+                for a, b in runs:
+                    t = spill.read_range_sorted(a, b)
+                    if t.num_rows:
+                        cid = t.column(place.CHUNK_COL)
+                        bounds[:] = [bounds[0] if bounds else int(cid[0].as_py()), int(cid[-1].as_py())]
+                    yield t
+
+            rows, nbytes = write_parquet_runs(tables(), path, spill.schema, options.row_group_rows,
+                                              [place.CHUNK_COL, place.SUB_CHUNK_COL])
+            if rows == 0:
+                continue
+            made.append((FileEntry(kind, f"{kind}/{name}", rows, nbytes, txn,
+                                   first_chunk=bounds[0], last_chunk=bounds[1]), path))
         return made
 
     with ThreadPoolExecutor(max_workers=max(1, options.threads)) as pool:
@@ -486,41 +561,81 @@ def _duck(options: IngestOptions, tmp: Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def _check_duplicate_ids(root: Path, database: str, table: Table, index_dir: Path,
-                         manifest: TableManifest, file_names: list[str], options: IngestOptions) -> None:
+def _raise_duplicates(dups: list[int], table: Table, index_dir: Path, paths: Sequence[Path],
+                      schema: pa.Schema, spec: InputSpec, options: IngestOptions) -> None:
+    """Report director ids found more than once in this ingest, with file and row of each copy.
+
+    Only the few duplicate ids are looked up: their files from the index pieces, then their
+    rows by reading those files again (an error path, so the second read is acceptable).
+    """
+    con = _duck(options, index_dir / "tmp")
+    try:
+        ids = ", ".join(str(int(i)) for i in dups)
+        hits = con.execute(f"SELECT DISTINCT file FROM read_parquet('{index_dir}/piece-*.parquet') "
+                           f"WHERE id IN ({ids}) ORDER BY file").fetchall()
+    finally:
+        con.close()
+    wanted = np.array(sorted(dups), np.int64)
+    where: dict[int, list[tuple[str, int]]] = {int(i): [] for i in wanted}
+    for (k,) in hits:
+        for b in read_batches(paths[k], schema, spec, []):
+            col = pc.fill_null(b.data.column(table.id_column).cast(pa.int64()), np.iinfo(np.int64).min)
+            vals = col.to_numpy(zero_copy_only=False)
+            for i in np.flatnonzero(np.isin(vals, wanted)).tolist():
+                line = int(b.line_numbers[i]) if b.line_numbers is not None else b.first_line + i
+                where[int(vals[i])].append((str(paths[k]), line))
+    def unit(f: str) -> str:
+        fmt = spec.format or detect_format(f)
+        return "line" if fmt.lower() in ("csv", "tsv") else "row"
+
+    first = next(((i, w) for i, w in where.items() if len(w) > 1), None)
+    shown = "; ".join(f"{i} ({len(w)} times: " + ", ".join(f"{f} {unit(f)} {n}" for f, n in w) + ")"
+                      for i, w in where.items())
+    raise IngestError(f"duplicate {table.id_column} values in this ingest: {shown}; "
+                      "director ids must be unique",
+                      file=first[1][1][0] if first else None, line=first[1][1][1] if first else None,
+                      column=table.id_column)
+
+
+def _check_stored_ids(root: Path, database: str, table: Table, index_dir: Path,
+                      manifest: TableManifest, file_names: list[str], options: IngestOptions) -> None:
+    """Refuse director ids that an earlier transaction already stored."""
+    old = [str(table_dir(root, database, table.name) / f.path) for f in manifest.files_of("index")]
+    if not old:
+        return
     con = _duck(options, index_dir / "tmp")
     try:
         new = f"read_parquet('{index_dir}/piece-*.parquet')"
-        dup = con.execute(f"SELECT id, count(*), list(file) FROM {new} GROUP BY id HAVING count(*) > 1 "
-                          "ORDER BY id LIMIT 5").fetchall()
-        if dup:
-            ids = ", ".join(f"{i} ({n} times, in {', '.join(sorted({file_names[f] for f in fs}))})"
-                            for i, n, fs in dup)
-            raise IngestError(f"duplicate {table.id_column} values in this ingest: {ids}; "
-                              "director ids must be unique")
-        old = [str(table_dir(root, database, table.name) / f.path) for f in manifest.files_of("index")]
-        if old:
-            files = ", ".join(f"'{p}'" for p in old)
-            clash = con.execute(
-                f"SELECT n.id, n.file FROM {new} n SEMI JOIN read_parquet([{files}]) o ON n.id = o.id "
-                "ORDER BY n.id LIMIT 5").fetchall()
-            if clash:
-                ids = ", ".join(f"{i} (in {file_names[f]})" for i, f in clash)
-                raise IngestError(f"{table.id_column} values already stored by an earlier transaction: "
-                                  f"{ids}; director ids must be unique across ingests")
+        files = ", ".join(f"'{p}'" for p in old)
+        clash = con.execute(
+            f"SELECT n.id, n.file FROM {new} n SEMI JOIN read_parquet([{files}]) o ON n.id = o.id "
+            "ORDER BY n.id LIMIT 5").fetchall()
+        if clash:
+            ids = ", ".join(f"{i} (in {file_names[f]})" for i, f in clash)
+            raise IngestError(f"{table.id_column} values already stored by an earlier transaction: "
+                              f"{ids}; director ids must be unique across ingests")
     finally:
         con.close()
 
 
-def _write_index(index_dir: Path, out: Path, txn: int, options: IngestOptions) -> list[tuple[FileEntry, Path]]:
+_MAX_DUPLICATES_SHOWN = 5
+
+
+def _write_index(index_dir: Path, out: Path, txn: int,
+                 options: IngestOptions) -> tuple[list[tuple[FileEntry, Path]], list[int]]:
+    """Write the director index (id -> chunk) sorted by id; return its files and the first few
+    ids that occur more than once (found on the way: equal ids are adjacent once sorted, so no
+    separate GROUP BY over every id is needed)."""
     con = _duck(options, index_dir / "tmp")
     entries: list[tuple[FileEntry, Path]] = []
+    dups: list[int] = []
     try:
         reader = con.sql(
             f"SELECT id, {place.CHUNK_COL}, {place.SUB_CHUNK_COL} FROM read_parquet('{index_dir}/piece-*.parquet') "
             "ORDER BY id").to_arrow_reader(min(options.rows_per_file, 1 << 20))
         pending: list[pa.RecordBatch] = []
         n_pending = 0
+        last_id: int | None = None
 
         def flush() -> None:
             nonlocal pending, n_pending
@@ -536,14 +651,29 @@ def _write_index(index_dir: Path, out: Path, txn: int, options: IngestOptions) -
             pending, n_pending = [], 0
 
         for batch in reader:
+            if batch.num_rows == 0:
+                continue
+            ids = batch.column(0).to_numpy()
+            same = ids[1:][ids[1:] == ids[:-1]]
+            if last_id is not None and int(ids[0]) == last_id:
+                same = np.r_[ids[:1], same]
+            last_id = int(ids[-1])
+            for i in np.unique(same).tolist():
+                if i not in dups:
+                    dups.append(i)
+            if dups:
+                if len(dups) >= _MAX_DUPLICATES_SHOWN:
+                    break
+                continue  # the ingest fails: look for a few more duplicates, write nothing
             pending.append(batch)
             n_pending += batch.num_rows
             if n_pending >= options.rows_per_file:
                 flush()
-        flush()
+        if not dups:
+            flush()
     finally:
         con.close()
-    return entries
+    return entries, dups[:_MAX_DUPLICATES_SHOWN]
 
 
 def _commit(directory: Path, staging: Path, manifest: TableManifest,

@@ -23,7 +23,8 @@ headerless text by position or by ``InputSpec.columns``).  Memory does not grow 
   NULL (``""`` is the empty string), an unquoted field equal to one of ``null_values`` is.
   Booleans are ``1/0/true/false/True/False/TRUE/FALSE``.  Numbers may have surrounding blanks;
   ``nan``, ``inf``, ``-inf`` are accepted for floating-point columns; integers are range-checked.
-  Batches hold exactly ``batch_rows`` rows (the last one fewer); ``Batch.line_numbers`` is given
+  Batches hold exactly ``batch_rows`` rows (the last one fewer; fewer than
+  ``InputSpec.batch_rows`` when rows are wide, see ``InputSpec.batch_bytes``); ``Batch.line_numbers`` is given
   whenever the rows are not on consecutive lines (blank lines, rejected rows).
 
 * **Parquet**: ``ParquetFile.iter_batches`` (one row group in memory at a time), safe casts.
@@ -65,7 +66,7 @@ import tempfile
 import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -77,7 +78,8 @@ import pyarrow.csv as pa_csv
 from qengine.errors import IngestError
 
 __all__ = [
-    "InputSpec", "Batch", "Reject", "read_batches", "detect_format", "count_bytes", "FORMATS",
+    "InputSpec", "Batch", "Reject", "read_batches", "batch_rows", "row_bytes", "detect_format",
+    "count_bytes", "FORMATS",
 ]
 
 log = logging.getLogger(__name__)
@@ -117,6 +119,11 @@ class InputSpec:
     escape_char: str | None = "\\"  # "\N" is still recognised as NULL
     skip_bad_rows: int = 0         # 0 = first bad row raises; N > 0 = up to N bad rows rejected
     batch_rows: int = 262_144
+    # Batches are also capped at about this many bytes in memory (estimated from the schema),
+    # so that a wide table (the LSST Object table: ~500 B/row -> ~65k rows) keeps a few
+    # batches in flight within a small memory budget.  Not in repr(): the batch size does not
+    # change what is ingested, and repr(spec) is part of the idempotency fingerprint.
+    batch_bytes: int = field(default=32 << 20, repr=False)
 
 
 @dataclass
@@ -361,15 +368,40 @@ def count_bytes(path: str | Path) -> int:
     return os.path.getsize(path)
 
 
+def row_bytes(schema: pa.Schema) -> float:
+    """Estimated in-memory (Arrow) bytes per row of ``schema``: fixed-width values and validity
+    bits exactly, strings and binaries as 4 offset bytes plus 16 value bytes."""
+    total = 0.0
+    for f in schema:
+        t = f.type
+        try:
+            total += t.bit_width / 8
+        except ValueError:  # variable width
+            total += 20
+        total += 1 / 8
+    return max(total, 1.0)
+
+
+def batch_rows(schema: pa.Schema, spec: InputSpec) -> int:
+    """Rows per batch: ``spec.batch_rows``, fewer for wide rows (``spec.batch_bytes``)."""
+    if spec.batch_bytes <= 0:
+        return spec.batch_rows
+    return max(1, min(spec.batch_rows, int(spec.batch_bytes // row_bytes(schema))))
+
+
 def read_batches(path: str | Path, schema: pa.Schema, spec: InputSpec = InputSpec(),
                  rejects: list[Reject] | None = None) -> Iterator[Batch]:
-    """Read ``path`` in batches of at most ``spec.batch_rows`` rows converted to ``schema``.
+    """Read ``path`` in batches of at most ``batch_rows(schema, spec)`` rows (``spec.batch_rows``,
+    or fewer if rows are wide) converted to ``schema``.
 
     Rows rejected in skip mode are appended to ``rejects`` (if given).  Raises
     :class:`IngestError` for bad input (naming file, line or row, and column).
     """
     file = str(path)
     _validate_spec(spec, file)
+    n = batch_rows(schema, spec)
+    if n != spec.batch_rows:
+        spec = replace(spec, batch_rows=n)
     yield from _dispatch(path, file, schema, spec, rejects)
 
 

