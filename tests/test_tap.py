@@ -784,3 +784,34 @@ def test_execution_duration_stops_the_job(http, url, server, cluster):
     assert cancelled.is_set()
     msg = job_doc(http, job).find(f"{UWS}errorSummary").findtext(f"{UWS}message")
     assert "execution duration of 1 s" in msg
+
+
+def test_unfinished_jobs_run_again_after_a_restart(cluster, oracle, tmp_path):
+    """A job the czar was running when it stopped is queued again at the next start."""
+    import json
+
+    qe, _ = cluster
+    sql = f"SELECT objectId, mag FROM {T} WHERE mag > 24.8"
+    job_dir = tmp_path / "jobs"
+    with make_http_server(qe.czar, "127.0.0.1", 0, job_dir=job_dir, limits=LIMITS) as first, \
+            httpx.Client(timeout=60) as c:
+        job_id = create_job(c, first.url + "/tap", QUERY=sql).rsplit("/", 1)[1]
+    f = job_dir / job_id / "job.json"
+    state = json.loads(f.read_text())
+    state["phase"] = "EXECUTING"  # as if stopped mid-query
+    f.write_text(json.dumps(state))
+    with make_http_server(qe.czar, "127.0.0.1", 0, job_dir=job_dir, limits=LIMITS) as second, \
+            httpx.Client(timeout=60) as c:
+        job = f"{second.url}/tap/async/{job_id}"
+        assert wait_done(c, job) == "COMPLETED"
+        same(result_table(c.get(f"{job}/results/result").content), want(oracle, sql))
+
+
+def test_tap_schema_follows_a_metadata_reload(http, url, cluster, server):
+    qe, _ = cluster
+    before = http.get(f"{url}/tables").content
+    qe.czar.metadata.reload()  # what Czar.refresh() does after an ingest
+    assert http.get(f"{url}/tables").content == before
+    assert server.app.state.tap.tap_schema._source is qe.czar.metadata.tables  # rebuilt from the new one
+    r = sync(http, url, QUERY=f"SELECT COUNT(*) AS n FROM TAP_SCHEMA.columns WHERE table_name = '{T}'")
+    assert rows_of(result_table(r.content)) == [(5,)]

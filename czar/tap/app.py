@@ -97,7 +97,7 @@ class TapService:
     def _execute(self, params: TapParams, inline: dict[str, bytes], query_id: str, timeout: float) -> tuple[bytes, str]:
         t0 = time.perf_counter()
         uploads = load_uploads(params.uploads, inline, self.limits)
-        result = run_query(self.czar, self.tap_schema, params, uploads, query_id=query_id, timeout=timeout)
+        result = run_query(self.czar, self.tap_schema.current(), params, uploads, query_id=query_id, timeout=timeout)
         infos = {"RUNID": params.runid} if params.runid else None
         body, media = render(result.table, params.format, overflow=result.overflow, infos=infos)
         log.info("TAP query %s: %d rows%s, %d bytes of %s in %.3f s", query_id, result.table.num_rows,
@@ -298,10 +298,10 @@ class TapService:
 
     async def tables(self, request: Request) -> Response:
         detail = collect(list(request.query_params.multi_items())).get("DETAIL", ["max"])[-1].lower()
-        return Response(vosi.tableset_xml(self.tap_schema.schemas, detail != "min"), media_type=XML)
+        return Response(vosi.tableset_xml(self.tap_schema.current().schemas, detail != "min"), media_type=XML)
 
     async def table(self, request: Request) -> Response:
-        t = self.tap_schema.table(request.path_params["name"])
+        t = self.tap_schema.current().table(request.path_params["name"])
         if t is None:
             return _text(f"no table {request.path_params['name']}", 404)
         return Response(vosi.table_xml(t), media_type=XML)

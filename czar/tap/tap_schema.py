@@ -216,6 +216,7 @@ class TapSchema:
 
     def refresh(self) -> None:
         """Rebuild from the metadata (after the czar reloaded it)."""
+        self._source = self.metadata.tables  # Metadata.reload() replaces this dict
         schemas = _catalogue_schemas(self.metadata) + [_tap_schema_desc()]
         tables = tap_schema_tables(schemas)
         con = duckdb.connect(config={"threads": 1, "enable_external_access": False,
@@ -229,6 +230,12 @@ class TapSchema:
             con.unregister(f"__ts_{name}")
         with self._lock:
             self.schemas, self.tables, self._con = schemas, tables, con
+
+    def current(self) -> "TapSchema":
+        """Itself, rebuilt first if the czar reloaded its metadata (``Czar.refresh``)."""
+        if self.metadata.tables is not self._source:
+            self.refresh()
+        return self
 
     def table(self, qualified: str) -> TableDesc | None:
         low = qualified.lower()
