@@ -815,3 +815,42 @@ def test_tap_schema_follows_a_metadata_reload(http, url, cluster, server):
     assert server.app.state.tap.tap_schema._source is qe.czar.metadata.tables  # rebuilt from the new one
     r = sync(http, url, QUERY=f"SELECT COUNT(*) AS n FROM TAP_SCHEMA.columns WHERE table_name = '{T}'")
     assert rows_of(result_table(r.content)) == [(5,)]
+
+
+def test_qengine_czar_command_serves_tap(cluster, oracle, tmp_path):
+    """`qengine czar --config cluster.yaml` (a real process) answers TAP at /tap, jobs in tap.job_dir."""
+    import socket
+    import subprocess
+    import sys
+
+    qe, _ = cluster
+    secret = (qe.workers[0].workdir / "secret").read_text()
+    (tmp_path / "secret").write_text(secret)
+    cfg = tmp_path / "cluster.yaml"
+    cfg.write_text(f"metadata_root: {qe.root}\nworkers: {[w.address for w in qe.workers]}\nsecret_file: secret\n"
+                   "tap: {job_dir: jobs}\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "qengine.cli", "czar", "--config", str(cfg), "--port", str(port)],
+                            stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}/tap"
+        deadline = time.monotonic() + 60
+        with httpx.Client(timeout=60) as c:
+            while True:
+                try:
+                    if c.get(f"{base}/availability").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert proc.poll() is None and time.monotonic() < deadline, "qengine czar did not serve"
+                time.sleep(0.2)
+            sql = f"SELECT objectId, decl FROM {T} WHERE decl > 85"
+            same(result_table(sync(c, base, QUERY=sql).content), want(oracle, sql))
+            job = create_job(c, base, QUERY=sql, PHASE="RUN")
+            assert wait_done(c, job) == "COMPLETED"
+        assert (tmp_path / "jobs" / job.rsplit("/", 1)[1] / "job.json").is_file()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
