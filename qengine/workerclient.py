@@ -12,6 +12,7 @@ import pyarrow as pa
 from qengine.errors import QEngineError
 from qengine.proto import worker_pb2 as pb
 from qengine.proto import worker_pb2_grpc as pb_grpc
+from qengine.proto.framing import deframe_result
 
 SECRET_HEADER = "x-qengine-secret"
 
@@ -53,6 +54,9 @@ class WorkerClient:
         else:
             self.channel = grpc.insecure_channel(address, options=opts)
         self.stub = pb_grpc.WorkerStub(self.channel)
+        self._execute = self.channel.unary_stream(
+            "/qengine.worker.Worker/Execute", request_serializer=pb.ChunkQuery.SerializeToString,
+            response_deserializer=deframe_result)
         self.metadata = ((SECRET_HEADER, secret),) if secret else ()
 
     def close(self) -> None:
@@ -106,11 +110,12 @@ class WorkerClient:
         req = self._request(sql, query_id=query_id, chunk_ids=chunk_ids, uploads=uploads, max_rows=max_rows,
                             max_bytes=max_bytes, threads=threads, memory_limit=memory_limit,
                             batch_rows=batch_rows, timeout_seconds=timeout_seconds, lane=lane)
-        call = self.stub.Execute(req, metadata=self.metadata, timeout=deadline)
+        call = self._execute(req, metadata=self.metadata, timeout=deadline)
         try:
-            for msg in call:
-                if msg.arrow_ipc:
-                    reader = pa.ipc.open_stream(pa.py_buffer(msg.arrow_ipc))
+            for payload, msg in call:
+                if payload is not None or msg.arrow_ipc:
+                    # a view of the received bytes: no copy (qengine/proto/framing.py)
+                    reader = pa.ipc.open_stream(pa.py_buffer(payload if payload is not None else msg.arrow_ipc))
                     if summary is not None:
                         summary.schema = reader.schema
                     for batch in reader:

@@ -22,6 +22,7 @@ import pyarrow as pa
 from qengine import __version__
 from qengine.proto import worker_pb2 as pb
 from qengine.proto import worker_pb2_grpc as pb_grpc
+from qengine.proto.framing import frame_batch, serialize_result
 from worker.executor import Executor, QueryError, QueryRequest, QueryStats
 from worker.inventory import Inventory
 
@@ -30,12 +31,16 @@ log = logging.getLogger(__name__)
 SECRET_HEADER = "x-qengine-secret"
 
 
-def _ipc(batch: pa.RecordBatch | None, schema: pa.Schema) -> bytes:
+def _ipc_buffer(batch: pa.RecordBatch | None, schema: pa.Schema) -> pa.Buffer:
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, schema) as w:
         if batch is not None:
             w.write_batch(batch)
-    return sink.getvalue().to_pybytes()
+    return sink.getvalue()
+
+
+def _ipc(batch: pa.RecordBatch | None, schema: pa.Schema) -> bytes:
+    return _ipc_buffer(batch, schema).to_pybytes()
 
 
 def _prefetched(items: Iterator, depth: int = 2) -> Iterator:
@@ -159,10 +164,11 @@ class WorkerService(pb_grpc.WorkerServicer):
         with self._slots:
             try:
                 schema = None
-                encoded = ((b, _ipc(b, b.schema)) for b in self.executor.execute(req, stats))
-                for batch, data in _prefetched(encoded):
+                encoded = ((b, frame_batch(_ipc_buffer(b, b.schema), b.num_rows))
+                           for b in self.executor.execute(req, stats))
+                for batch, framed in _prefetched(encoded):
                     schema = batch.schema
-                    yield pb.ResultBatch(arrow_ipc=data, rows=batch.num_rows)
+                    yield framed  # a ResultBatch, encoded by hand (qengine/proto/framing.py)
                     if not context.is_active():
                         self.executor.cancel(qid)
                         return
@@ -218,6 +224,27 @@ class WorkerService(pb_grpc.WorkerServicer):
                               uptime_seconds=time.time() - self.started)
 
 
+def _add_service(service: WorkerService, server: grpc.Server) -> None:
+    """As the generated ``add_WorkerServicer_to_server``, but ``Execute`` yields hand-framed
+    ResultBatch bytes (qengine/proto/framing.py) as well as messages."""
+    des = pb.ChunkQuery.FromString
+    handlers = {
+        "Execute": grpc.unary_stream_rpc_method_handler(service.Execute, request_deserializer=des,
+                                                        response_serializer=serialize_result),
+        "Query": grpc.unary_unary_rpc_method_handler(service.Query, request_deserializer=des,
+                                                     response_serializer=pb.ResultBatch.SerializeToString),
+        "Cancel": grpc.unary_unary_rpc_method_handler(service.Cancel, request_deserializer=pb.CancelRequest.FromString,
+                                                      response_serializer=pb.CancelReply.SerializeToString),
+        "Inventory": grpc.unary_unary_rpc_method_handler(
+            service.Inventory, request_deserializer=pb.InventoryRequest.FromString,
+            response_serializer=pb.InventoryReply.SerializeToString),
+        "Health": grpc.unary_unary_rpc_method_handler(service.Health, request_deserializer=pb.HealthRequest.FromString,
+                                                      response_serializer=pb.HealthReply.SerializeToString),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("qengine.worker.Worker", handlers),))
+    server.add_registered_method_handlers("qengine.worker.Worker", handlers)
+
+
 def make_server(root: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 0,
                 secret: str | None = None, threads: int = 2, memory_limit: str = "2GB",
                 max_concurrent: int = 4, tls_cert: str | None = None, tls_key: str | None = None,
@@ -232,7 +259,7 @@ def make_server(root: str | os.PathLike, *, host: str = "127.0.0.1", port: int =
         interceptors=interceptors,
         options=[("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 512 << 20)],
     )
-    pb_grpc.add_WorkerServicer_to_server(service, server)
+    _add_service(service, server)
     address = f"{host}:{port}"
     if tls_cert and tls_key:
         creds = grpc.ssl_server_credentials([(Path(tls_key).read_bytes(), Path(tls_cert).read_bytes())])
