@@ -35,7 +35,8 @@ ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
 def load_cluster_config(path: str | Path) -> dict:
     """Read cluster.yaml: ``metadata_root``, ``workers`` (list of host:port), ``secret_file``,
-    ``http`` (host, port), ``tap`` (job_dir, base_url)."""
+    ``http`` (host, port), ``tap`` (job_dir, base_url, limits: the fields of
+    :class:`czar.tap.Limits`, e.g. ``max_maxrec``, ``upload_bytes``)."""
     path = Path(path)
     try:
         cfg = yaml.safe_load(path.read_text()) or {}
@@ -54,6 +55,15 @@ def load_cluster_config(path: str | Path) -> dict:
     if not isinstance(tap, dict):
         raise ConfigError(f"{path}: 'tap' must be a mapping (job_dir, base_url)")
     tap["job_dir"] = str((base / tap.get("job_dir", "tap-jobs")).resolve())
+    known = set(Limits.__dataclass_fields__)
+    limits = tap.get("limits") or {}
+    bad = sorted(set(limits) - known) if isinstance(limits, dict) else ["(not a mapping)"]
+    if bad:
+        raise ConfigError(f"{path}: unknown tap.limits key(s) {', '.join(bad)}; known: {', '.join(sorted(known))}")
+    try:
+        tap["limits"] = Limits(**{k: int(v) for k, v in limits.items()})
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: tap.limits: {exc}") from None
     cfg["tap"] = tap
     return cfg
 
@@ -241,7 +251,8 @@ def run(args: argparse.Namespace) -> int:
     http = cfg.get("http") or {}
     host = args.host or http.get("host", "127.0.0.1")
     port = args.port if args.port is not None else http.get("port", 8080)
-    server = make_http_server(czar, host, port, job_dir=cfg["tap"]["job_dir"], base_url=cfg["tap"].get("base_url"))
+    server = make_http_server(czar, host, port, job_dir=cfg["tap"]["job_dir"], base_url=cfg["tap"].get("base_url"),
+                              limits=cfg["tap"]["limits"])
     print(f"qengine czar on {server.url}/ (TAP at {server.url}/tap) with {len(czar.workers)} workers",
           file=sys.stderr)
     try:

@@ -854,3 +854,48 @@ def test_qengine_czar_command_serves_tap(cluster, oracle, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_sync_query_is_cancelled_when_the_client_hangs_up(url, cluster):
+    qe, _ = cluster
+    cancelled: list[str] = []
+    released = threading.Event()
+    real_query, real_cancel = qe.czar.query, qe.czar.cancel
+
+    def stuck_query(*args, **kwargs):
+        if not released.wait(30):
+            raise AssertionError("never cancelled")
+        from qengine.errors import QueryError
+
+        raise QueryError("query cancelled")
+
+    def spy_cancel(qid):
+        cancelled.append(qid)
+        released.set()
+        return True
+
+    qe.czar.query, qe.czar.cancel = stuck_query, spy_cancel
+    try:
+        with httpx.Client(timeout=1.5) as c, pytest.raises(httpx.ReadTimeout):
+            c.post(f"{url}/sync", data={"LANG": "ADQL", "QUERY": f"SELECT objectId FROM {T}"})
+        assert released.wait(30)
+    finally:
+        qe.czar.query, qe.czar.cancel = real_query, real_cancel
+    assert len(cancelled) == 1 and cancelled[0].startswith("sync-")
+
+
+def test_cluster_config_tap_limits(tmp_path):
+    from czar.server import load_cluster_config
+    from qengine.errors import ConfigError
+
+    cfg = tmp_path / "cluster.yaml"
+    cfg.write_text("metadata_root: .\nworkers: [a:1]\ntap: {job_dir: j, limits: {max_maxrec: 500, default_maxrec: 100, upload_bytes: 1000}}\n")
+    tap = load_cluster_config(cfg)["tap"]
+    assert tap["job_dir"] == str((tmp_path / "j").resolve())
+    assert (tap["limits"].max_maxrec, tap["limits"].upload_bytes, tap["limits"].default_maxrec) == (500, 1000, 100)
+    cfg.write_text("metadata_root: .\nworkers: [a:1]\ntap: {limits: {maxrec: 5}}\n")
+    with pytest.raises(ConfigError, match="unknown tap.limits key"):
+        load_cluster_config(cfg)
+    cfg.write_text("metadata_root: .\nworkers: [a:1]\ntap: {limits: {max_maxrec: 10}}\n")
+    with pytest.raises(ConfigError, match="default_maxrec .100000. is above max_maxrec"):
+        load_cluster_config(cfg)

@@ -118,13 +118,27 @@ class TapService:
             return _error(message_of(exc))
         qid = "sync-" + uuid.uuid4().hex
         try:
-            body, media = await run_in_threadpool(self._execute, params, inline, qid, self.limits.sync_duration)
+            body, media = await self._watch(request, qid, run_in_threadpool(
+                self._execute, params, inline, qid, self.limits.sync_duration))
         except QEngineError as exc:
             return _error(message_of(exc))
         except Exception as exc:  # a bug: still an error document, never a dropped connection
             log.exception("TAP sync query failed")
             return _error(message_of(exc), 500)
         return Response(body, media_type=media)
+
+    async def _watch(self, request: Request, qid: str, work):
+        """Await ``work``; a client that hangs up meanwhile gets its query cancelled on the
+        workers (a closed TOPCAT window must not leave a full scan running)."""
+        task = asyncio.ensure_future(work)
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=0.5)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                log.info("TAP sync client went away: cancelling query %s", qid)
+                await run_in_threadpool(self.czar.cancel, qid)
+                return await task
 
     # ------------------------------------------------------------------ async (UWS)
     def _job_or_404(self, job_id: str) -> Job:

@@ -48,6 +48,14 @@ class Limits:
     max_wait: int = 60                # longest WAIT=n (and WAIT=-1) blocking, seconds
     async_slots: int = 4              # async jobs executing at once
 
+    def __post_init__(self) -> None:
+        for default, hard in (("default_maxrec", "max_maxrec"), ("default_duration", "max_duration"),
+                              ("retention", "max_retention")):
+            if getattr(self, default) > getattr(self, hard):
+                raise ValueError(f"{default} ({getattr(self, default)}) is above {hard} ({getattr(self, hard)})")
+        if min(getattr(self, f) for f in self.__dataclass_fields__) < 0 or self.async_slots < 1:
+            raise ValueError("limits must be positive numbers (async_slots at least 1)")
+
 
 @dataclass
 class TapParams:
