@@ -514,6 +514,10 @@ def test_async_delete_and_job_list_filters(http, url):
     future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     assert ids(http.get(f"{url}/async", params={"AFTER": future})) == []
     assert http.get(f"{url}/async", params={"PHASE": "NOPE"}).status_code == 400
+    before = set(ids(http.get(f"{url}/async")))
+    r = http.post(f"{url}/async", data={"LANG": "ADQL", "QUERY": "SELECT 1 AS x FROM testdb.Filter", "PHASE": "HOLD"})
+    assert r.status_code == 400 and "PHASE='HOLD'" in error_message(r.content)
+    assert set(ids(http.get(f"{url}/async"))) == before  # a refused creation leaves no job
     # DELETE and ACTION=DELETE: 303 to the job list, then the job is gone
     r = http.delete(a)
     assert r.status_code == 303 and r.headers["location"] == f"{url}/async"

@@ -176,7 +176,12 @@ class JobStore:
             job.inline.append(name)
         with self._lock:
             self._jobs[job.job_id] = job
-            self._set_params(job, parameters, creating=True)
+            try:
+                self._set_params(job, parameters, creating=True)
+            except BaseException:  # a refused control parameter (PHASE=SUSPEND, ...): no job
+                del self._jobs[job.job_id]
+                shutil.rmtree(d, ignore_errors=True)
+                raise
             self._save(job)
         return job
 
