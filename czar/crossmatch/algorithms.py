@@ -1,0 +1,95 @@
+"""Match algorithms behind one small interface (as LSDB's crossmatch algorithms are): each one
+writes the single DuckDB query a worker runs over its chunks and the external rows shipped to it,
+and combines the workers' parts in the czar.
+
+Both algorithms here bucket the two sides into zone/RA-bin cells (:mod:`czar.crossmatch.cells`)
+and meet them in a hash equi-join on (chunkId, cell) before the exact predicate: never a
+quadratic product.
+"""
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import Callable, ClassVar
+
+import pyarrow as pa
+
+from czar.crossmatch.cells import CELL, expanded_cells_sql, grid_for, own_cells_sql
+from czar.crossmatch.job import SEP, UPLOAD, XID, MatchJob, quote
+from czar.crossmatch.limits import reach
+
+__all__ = ["MatchAlgorithm", "AllMatches", "NearestMatch", "ALGORITHMS", "catalogue_density"]
+
+RunLocal = Callable[[str, dict[str, pa.Table]], pa.Table]
+_SKY_DEG2 = 4 * math.pi * (180 / math.pi) ** 2
+
+
+def catalogue_density(job: MatchJob) -> float:
+    """Mean rows per square degree over the chunks that hold rows (sizes the cells)."""
+    info = job.table
+    ch = info.chunker()
+    n_chunks = max(1, ch.all_chunks().size)
+    with_rows = max(1, info.chunk_array().size)
+    return info.rows / (with_rows * _SKY_DEG2 / n_chunks)
+
+
+class MatchAlgorithm(ABC):
+    """One way of matching external rows with a catalogue, chunk by chunk."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def worker_sql(self, job: MatchJob) -> str:
+        """The worker's query: columns ``XID``, ``job.columns`` and ``SEP`` (degrees)."""
+
+    @abstractmethod
+    def combine(self, parts: pa.Table, job: MatchJob, run_local: RunLocal) -> pa.Table:
+        """The answer from the workers' parts (same columns)."""
+
+
+class AllMatches(MatchAlgorithm):
+    """Every catalogue row within the radius of each external row."""
+
+    name = "all"
+
+    def worker_sql(self, job: MatchJob) -> str:
+        g = grid_for(reach(job.radius), catalogue_density(job))
+        t = job.table
+        cols = list(dict.fromkeys([*job.columns, job.cat_ra, job.cat_dec]))
+        cat = f"{{{{{t.database}.{t.name}|{','.join(cols)}}}}}"
+        e, c = quote(job.ext_alias), quote(job.cat_alias)
+        ext_side = expanded_cells_sql(f"{{{{TAP_UPLOAD.{UPLOAD}}}}}", quote(job.ext_ra), quote(job.ext_dec), g)
+        cat_side = own_cells_sql(cat, quote(job.cat_ra), quote(job.cat_dec), g)
+        select = ", ".join([f"{e}.{XID} AS {XID}"] + [f"{c}.{quote(n)} AS {quote(n)}" for n in job.columns]
+                           + [f"{job.separation()} AS {SEP}"])
+        where = " AND ".join([f"({job.match_condition()})"] + [f"({p})" for p in job.pushed])
+        return (f"SELECT {select} FROM ({ext_side}) AS {e} JOIN ({cat_side}) AS {c} "
+                f"ON {e}.chunkId = {c}.chunkId AND {e}.{CELL} = {c}.{CELL} WHERE {where}")
+
+    def combine(self, parts: pa.Table, job: MatchJob, run_local: RunLocal) -> pa.Table:
+        return parts  # each pair is found once, in the catalogue row's own chunk
+
+
+class NearestMatch(AllMatches):
+    """The nearest catalogue row within the radius of each external row (ties: lowest id)."""
+
+    name = "nearest"
+
+    @staticmethod
+    def _order(job: MatchJob, prefix: str = "") -> str:
+        key = f"{SEP}" + (f", {prefix}{quote(job.cat_id)}" if job.cat_id and job.cat_id in job.columns else "")
+        return key
+
+    def worker_sql(self, job: MatchJob) -> str:
+        # best per external row among this worker's chunks; the czar picks among workers
+        return (f"SELECT * FROM ({super().worker_sql(job)}) AS __xm_p "
+                f"QUALIFY row_number() OVER (PARTITION BY {XID} ORDER BY {self._order(job)}) = 1")
+
+    def combine(self, parts: pa.Table, job: MatchJob, run_local: RunLocal) -> pa.Table:
+        if parts.num_rows == 0:
+            return parts
+        return run_local(f"SELECT * FROM __xm_parts QUALIFY row_number() OVER "
+                         f"(PARTITION BY {XID} ORDER BY {self._order(job)}) = 1", {"__xm_parts": parts})
+
+
+ALGORITHMS: dict[str, type[MatchAlgorithm]] = {a.name: a for a in (AllMatches, NearestMatch)}
