@@ -11,8 +11,8 @@ exactly once, in o1's chunk.
 Inside a worker's single DuckDB query the pairs are found with the zones technique (DESIGN.md):
 declination zones of height >= r cut into RA bins wide enough that a partner lies at most one
 bin away, both measured with a margin. Each near row gets its own cell; each far row is copied
-into its own cell and into those of the 3 x 3 neighbours it lies within reach of (at most 9
-copies, ~1.5-9 on average depending on the cell size). The sides meet in a hash equi-join on
+into its own cell and into those of its 3 x 3 neighbours it lies within reach of (at most 9
+copies; ~4 on average with the default cells of two reaches). The sides meet in a hash equi-join on
 (chunkId, cell) and the original predicates, the exact distance among them, then decide.
 
 Everything here is pure: sqlglot trees and SQL text in, trees and text out.
@@ -27,8 +27,8 @@ from sqlglot import exp
 from czar.planner.spatial import constant
 from qengine.errors import QueryError
 
-__all__ = ["CELL", "Grid", "NeighbourJoin", "Side", "check_radius", "far_sql", "find", "grid_for",
-           "join_condition", "near_sql"]
+__all__ = ["CELL", "Grid", "NeighbourJoin", "Side", "check_radius", "far_regions", "far_sql", "find",
+           "grid_for", "join_condition", "near_sql", "sources"]
 
 #: The cell column the two sides carry; hidden from ``*`` by the planner.
 CELL = "__qe_cell"
@@ -222,12 +222,12 @@ class Grid:
         return n if n >= 3 else 1
 
 
-def grid_for(radius: float, factor: int = 1) -> Grid:
+def grid_for(radius: float, factor: int = 2) -> Grid:
     """The grid for ``radius`` degrees, cells ``factor`` reaches on a side.
 
-    Radius-sized cells (factor 1) were fastest on LSST-like data: at 5" over 2M Objects
-    factor 1 took 3.4 s, 2 8.0 s, 3 12.6 s, 8 19 s (one DuckDB, 2 threads). Real catalogues are
-    clustered, so larger cells gather many more candidates than the mean density predicts.
+    Cells of two reaches were cheapest on LSST-like (clustered) data: all pairs < 5" among 1M
+    Objects in one DuckDB took 4.1-4.4 CPU s with factor 1 (every far row in 9 cells), 2.5-3.0 s
+    with 2 (~4 cells) and 3.3-3.8 s with 3 (more candidate pairs per cell).
     """
     reach = max(radius, MIN_REACH) * (1 + _REL_MARGIN) + _ABS_MARGIN
     factor = int(max(1, min(MAX_CELL_FACTOR, factor)))
@@ -269,11 +269,12 @@ def near_sql(source: str, ra: str, dec: str, g: Grid) -> str:
 
     Rows without a finite position are left out: the distance predicate never holds for them."""
     q = lambda c: f'__qe_r."{c}"'  # noqa: E731 - the row's position columns, quoted
-    return (
-        f"SELECT * EXCLUDE (__qe_z, __qe_n), {_cell_sql('__qe_z', f'CAST(floor({q(ra)} / (360.0e0 / __qe_n)) AS BIGINT)', '__qe_n')} AS {CELL} "
-        f"FROM (SELECT *, {_bins_sql(g, _ra_reach_sql(g, '__qe_z'))} AS __qe_n "
-        f"FROM (SELECT __qe_r.*, {_zone_sql(g, q(ra), q(dec))} AS __qe_z FROM {source} AS __qe_r) AS __qe_r "
-        f"WHERE __qe_z IS NOT NULL) AS __qe_r")
+    zoned = (f"SELECT * FROM (SELECT __qe_r.*, {_zone_sql(g, q(ra), q(dec))} AS __qe_z FROM {source} AS __qe_r) "
+             f"AS __qe_r WHERE __qe_z IS NOT NULL")
+    binned = (f"SELECT *, {_bins_sql(g, '__qe_m')} AS __qe_n "
+              f"FROM (SELECT *, {_ra_reach_sql(g, '__qe_z')} AS __qe_m FROM ({zoned}) AS __qe_r) AS __qe_r")
+    cell = _cell_sql("__qe_z", f"CAST(floor({q(ra)} / (360.0e0 / __qe_n)) AS BIGINT)", "__qe_n")
+    return f"SELECT * EXCLUDE (__qe_z, __qe_m, __qe_n), {cell} AS {CELL} FROM ({binned}) AS __qe_r"
 
 
 def far_sql(sources: list[str], ra: str, dec: str, g: Grid) -> str:
@@ -311,3 +312,20 @@ def join_condition(near: str, far: str) -> exp.Expression:
     return exp.and_(
         exp.EQ(this=exp.column("chunkId", table=near), expression=exp.column("chunkId", table=far)),
         exp.EQ(this=exp.column(CELL, table=near), expression=exp.column(CELL, table=far)))
+
+
+def sources(near: str, far: str, overlap: str, ra: str, dec: str, radius: float) -> tuple[str, str]:
+    """SQL (parenthesised) of the two sides, given the placeholders of the chunk rows read by each
+    side (``near``, ``far``) and of the overlap rows (``overlap``)."""
+    g = grid_for(radius)
+    return f"({near_sql(near, ra, dec, g)})", f"({far_sql([far, overlap], ra, dec, g)})"
+
+
+def far_regions(regions: list, radius: float) -> list:
+    """Chunk-selecting regions implied by regions restricting the far side (o2): a pair's near
+    row lies within ``radius`` of them. Circles grow by the radius; other shapes restrict nothing
+    (the query then visits more chunks, never fewer than needed)."""
+    from qengine.geometry import Circle
+
+    return [Circle(c.ra, c.dec, min(180.0, c.radius + radius * (1 + _REL_MARGIN) + _ABS_MARGIN))
+            for c in regions if isinstance(c, Circle)]
