@@ -22,7 +22,7 @@ from czar.dialects import parse, to_duckdb
 from czar.plan import PARTS, Plan, plan_query
 from qengine.errors import QEngineError, QueryError
 from qengine.workerclient import ExecuteSummary, WorkerClient, WorkerError
-from worker.sqlfuncs import register
+from qengine.sqlfuncs import register
 
 log = logging.getLogger(__name__)
 

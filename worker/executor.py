@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from worker.inventory import Inventory, bind_sql
-from worker.sqlfuncs import register
+from qengine.sqlfuncs import register
 
 log = logging.getLogger(__name__)
 # The interactive lane materialises small results on purpose (one bind instead of two).

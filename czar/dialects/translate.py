@@ -1,6 +1,6 @@
 """Translation of a normalised query tree (:func:`czar.dialects.parse`) to DuckDB SQL.
 
-Geometry is translated into the workers' SQL macros (``worker/sqlfuncs.py``):
+Geometry is translated into the workers' SQL macros (``qengine/sqlfuncs.py``):
 
 * ``CONTAINS(POINT(a, b), CIRCLE(c, d, r))`` -> ``qe_in_circle(a, b, c, d, r)``;
   ``BOX(c, d, w, h)`` -> ``qe_in_adql_box(a, b, c, d, w, h)`` (the ADQL box: great-circle
@@ -62,7 +62,7 @@ from .adql import GEOMETRY_FUNCTIONS, GEOMETRY_VALUES, _pos, normalize_geometry
 
 __all__ = ["MAX_POLYGON_VERTICES", "SCISQL_FUNCTIONS", "to_duckdb"]
 
-#: sciSQL functions the workers provide (lower case; worker.sqlfuncs.SQL_FUNCTIONS).
+#: sciSQL functions the workers provide (lower case; qengine.sqlfuncs.SQL_FUNCTIONS).
 SCISQL_FUNCTIONS = frozenset(name.lower() for name in (
     "scisql_angSep", "scisql_s2PtInBox", "scisql_s2PtInCircle", "scisql_s2PtInEllipse",
     "scisql_s2PtInCPoly", "scisql_fluxToAbMag", "scisql_fluxToAbMagSigma",
@@ -71,7 +71,7 @@ SCISQL_FUNCTIONS = frozenset(name.lower() for name in (
     "scisql_abMagToNanojanskySigma",
 ))
 
-#: Vertex limit of the workers' qe_in_polygon (worker.sqlfuncs.MAX_POLYGON_VERTICES).
+#: Vertex limit of the workers' qe_in_polygon (qengine.sqlfuncs.MAX_POLYGON_VERTICES).
 MAX_POLYGON_VERTICES = 30
 
 _PRED = "qe_geom_pred"  # meta flag of CAST(<predicate> AS INTEGER) nodes
