@@ -12,4 +12,4 @@ glue), ``limits`` (radius/upload checks), ``io`` (table files), ``cli``.
 from czar.crossmatch.execute import SEPARATION, answer_crossmatch, crossmatch
 from czar.crossmatch.limits import max_radius
 
-__all__ = ["answer_crossmatch", "crossmatch", "max_radius", "SEPARATION"]
+__all__ = ["SEPARATION", "answer_crossmatch", "crossmatch", "max_radius"]

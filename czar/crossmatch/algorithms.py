@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import Callable, ClassVar
+from collections.abc import Callable
+from typing import ClassVar
 
 import pyarrow as pa
 
@@ -18,7 +19,7 @@ from czar.crossmatch.cells import CELL, expanded_cells_sql, grid_for, own_cells_
 from czar.crossmatch.job import SEP, UPLOAD, XID, MatchJob, quote
 from czar.crossmatch.limits import reach
 
-__all__ = ["MatchAlgorithm", "AllMatches", "NearestMatch", "ALGORITHMS", "catalogue_density"]
+__all__ = ["ALGORITHMS", "AllMatches", "MatchAlgorithm", "NearestMatch", "catalogue_density"]
 
 RunLocal = Callable[[str, dict[str, pa.Table]], pa.Table]
 _SKY_DEG2 = 4 * math.pi * (180 / math.pi) ** 2

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["CELL", "Grid", "grid_for", "own_cells_sql", "expanded_cells_sql"]
+__all__ = ["CELL", "Grid", "expanded_cells_sql", "grid_for", "own_cells_sql"]
 
 CELL = "__xm_cell"
 _ZONE_STRIDE = 1_000_000_000   # zone * stride + bin: bins per zone stay below it

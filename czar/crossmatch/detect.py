@@ -29,7 +29,7 @@ from czar.metadata import UPLOAD_DB, Metadata, TableInfo
 from czar.planner.spatial import constant
 from qengine.errors import QueryError
 
-__all__ = ["Detected", "detect", "EXT", "PAIRS", "PID", "EXT_RA", "EXT_DEC"]
+__all__ = ["EXT", "EXT_DEC", "EXT_RA", "PAIRS", "PID", "Detected", "detect"]
 
 EXT = "__xm_ext"        # the external rows, in the czar's final query
 PAIRS = "__xm_pairs"    # the matched catalogue rows, in the czar's final query
@@ -143,7 +143,7 @@ def _retarget(node: exp.Expression, mapping: dict[int, tuple[str, str]]) -> exp.
 
 
 def detect(tree: exp.Expression, metadata: Metadata, database: str | None,
-           uploads: dict[str, "object"] | None) -> Detected | None:
+           uploads: dict[str, object] | None) -> Detected | None:
     """The crossmatch in ``tree``, or None when the query is not one. Raises QueryError for a
     crossmatch that cannot run (bad radius, unknown upload column)."""
     if not uploads or not isinstance(tree, exp.Select):

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["answer_crossmatch", "crossmatch", "match_pairs", "SEPARATION"]
+__all__ = ["SEPARATION", "answer_crossmatch", "crossmatch", "match_pairs"]
 
 SEPARATION = "separation_arcsec"
 INTERACTIVE_MAX_CHUNKS = 16
@@ -50,7 +50,7 @@ def _ship(job: MatchJob, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, p
     return np.unique(chunks), table
 
 
-def _run_workers(czar: "Czar", sql: str, assignment: dict[str, np.ndarray], shipped: pa.Table,
+def _run_workers(czar: Czar, sql: str, assignment: dict[str, np.ndarray], shipped: pa.Table,
                  timeout: float) -> list[pa.RecordBatch]:
     """One query per worker, concurrently; the first error cancels the others."""
     clients = {w.address: w for w in czar.workers}
@@ -65,8 +65,8 @@ def _run_workers(czar: "Czar", sql: str, assignment: dict[str, np.ndarray], ship
         if chunks.size != np.unique(part.column("chunkId").to_numpy()).size:
             part = part.filter(pa.array(np.isin(part.column("chunkId").to_numpy(), chunks)))
         lane = "interactive" if chunks.size <= INTERACTIVE_MAX_CHUNKS else "scan"
-        kw = dict(query_id=f"{qid}-{addr}", chunk_ids=chunks, uploads={UPLOAD: part}, lane=lane,
-                  timeout_seconds=timeout)
+        kw = {"query_id": f"{qid}-{addr}", "chunk_ids": chunks, "uploads": {UPLOAD: part}, "lane": lane,
+                  "timeout_seconds": timeout}
         try:
             if lane == "interactive":
                 table = clients[addr].execute_small(sql, **kw)
@@ -123,7 +123,7 @@ def _empty_parts(job: MatchJob) -> pa.Table:
     return pa.schema(fields).empty_table()
 
 
-def match_pairs(czar: "Czar", job: MatchJob, ra: np.ndarray, dec: np.ndarray,
+def match_pairs(czar: Czar, job: MatchJob, ra: np.ndarray, dec: np.ndarray,
                 algorithm: MatchAlgorithm, timeout: float = 0.0) -> pa.Table:
     """The matched catalogue rows: ``XID`` (index into ra/dec), ``job.columns`` and ``SEP`` (deg)."""
     t0 = time.perf_counter()
@@ -155,7 +155,7 @@ def _with_xid(table: pa.Table) -> pa.Table:
     return table.append_column(XID, pa.array(np.arange(table.num_rows, dtype=np.int64)))
 
 
-def answer_crossmatch(czar: "Czar", tree, sql: str, lang: str, database: str | None,
+def answer_crossmatch(czar: Czar, tree, sql: str, lang: str, database: str | None,
                       uploads: dict[str, pa.Table] | None, maxrec: int | None) -> pa.Table | None:
     """The answer to a crossmatch query (an uploaded table joined with a director table by a
     distance predicate), or None when ``tree`` is not one: the czar then plans it as usual."""
@@ -175,7 +175,7 @@ def answer_crossmatch(czar: "Czar", tree, sql: str, lang: str, database: str | N
     return _truncate(result, maxrec)
 
 
-def crossmatch(czar: "Czar", table: str, external: pa.Table, radius: float, *, ra: str = "ra", dec: str = "dec",
+def crossmatch(czar: Czar, table: str, external: pa.Table, radius: float, *, ra: str = "ra", dec: str = "dec",
                nearest: bool = False, outer: bool = False, columns: list[str] | None = None,
                database: str | None = None, timeout: float = 0.0) -> pa.Table:
     """Match each row of ``external`` (a pyarrow table; positions in degrees in columns ``ra``,

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from czar.metadata import TableInfo
 
-__all__ = ["MatchJob", "XID", "SEP", "UPLOAD", "quote"]
+__all__ = ["SEP", "UPLOAD", "XID", "MatchJob", "quote"]
 
 XID = "__xm_xid"      # the external row's index, carried through the worker and back
 SEP = "__xm_sep"      # separation in degrees, computed in the worker

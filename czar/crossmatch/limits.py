@@ -12,8 +12,16 @@ import pyarrow.compute as pc
 from qengine.chunker import Chunker
 from qengine.errors import ConfigError, CoordinateError, QueryError
 
-__all__ = ["DEFAULT_MAX_ROWS", "REL_MARGIN", "ABS_MARGIN", "check_radius", "max_radius", "max_rows",
-           "positions", "reach"]
+__all__ = [
+    "ABS_MARGIN",
+    "DEFAULT_MAX_ROWS",
+    "REL_MARGIN",
+    "check_radius",
+    "max_radius",
+    "max_rows",
+    "positions",
+    "reach",
+]
 
 #: Uploads larger than this (rows) are refused unless ``QENGINE_XMATCH_MAX_ROWS`` says otherwise.
 DEFAULT_MAX_ROWS = 20_000_000
