@@ -2,9 +2,10 @@
 side by side in one run with astropy ``search_around_sky`` and one DuckDB zones self-join over the
 same rows.
 
-Data: LSST-DR ``Object`` (``catalogs.generate``, seed 42), the input files and the store the czar
-suite caches (``$QENGINE_CACHE/bench/czar-N``, the catalogue's partitioning: 340 x 3 stripes, 1'
-overlap), generated and ingested once when absent.
+Data: LSST-DR ``Object`` (``catalogs.generate``, seed 42): the input files the ingest/czar suites
+cache (generated once when absent), ingested once into a store of this suite's own
+(``$QENGINE_CACHE/bench/neighbour-N/store``, the catalogue's partitioning: 340 x 3 stripes, 1'
+overlap).
 
 Each contender runs in its own child process, so that its peak RSS (``ru_maxrss``; for qengine
 also each worker process's ``VmHWM``) is its own:
@@ -162,10 +163,45 @@ def run_duckdb(files: list[str], radius: float) -> dict:
             "peak_mib": _peak_mib()}
 
 
+def _store(n: int, inputs: list[Path], progress: bool) -> tuple[Path, float | None]:
+    """Ingest ``inputs`` with the catalogue's partitioning into ``neighbour-N/store`` (once; cached).
+
+    A store of its own: another suite rebuilding its cache must not pull the data from under a run.
+    """
+    import shutil
+    import tempfile
+
+    from benchmarks.czar_bench import cache_root
+    from catalogs.generate import _resolve_catalog
+    from partitioner.ingest import IngestOptions, ingest
+    from qengine.store import MANIFEST, load_manifest, table_dir
+
+    base = cache_root() / f"neighbour-{n}"
+    store = base / "store"
+    tdir = table_dir(store, DATABASE, TABLE)
+    if (tdir / MANIFEST).exists() and load_manifest(tdir).rows == n:
+        return store, None
+    base.mkdir(parents=True, exist_ok=True)
+    if store.exists():
+        _log(f"{store} is incomplete: ingesting again")
+        shutil.rmtree(store)
+    cat = _resolve_catalog("lsst_dr")
+    tmp = Path(tempfile.mkdtemp(prefix=".store.", dir=base))
+    _log(f"ingesting {n:,} objects into {store} (once; cached)")
+    t0 = time.perf_counter()
+    ingest(tmp, DATABASE, cat.tables[TABLE], inputs, partitioning=cat.partitioning,
+           options=IngestOptions(progress=progress))
+    secs = time.perf_counter() - t0
+    tmp.rename(store)
+    if load_manifest(tdir).rows != n:
+        raise RuntimeError(f"store {store} does not hold {n:,} rows after ingest")
+    return store, secs
+
+
 def _child(kind: str, payload: dict) -> dict:
     """Run one contender in a fresh interpreter; its last stdout line is the JSON result."""
     cmd = [sys.executable, "-m", "benchmarks.neighbour_bench", "--child", kind, json.dumps(payload)]
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], check=False)
     if r.returncode != 0:
         raise RuntimeError(f"{kind} failed:\n{r.stderr[-4000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -188,7 +224,7 @@ def _free_gib(path: Path) -> float:
 
 
 def run(args: argparse.Namespace) -> tuple[str, str]:
-    from benchmarks.czar_bench import _input, _store, cache_root
+    from benchmarks.czar_bench import _input, cache_root
     from qengine.store import load_manifest, table_dir
 
     n = getattr(args, "nn_objects", 10_000_000)
@@ -198,7 +234,7 @@ def run(args: argparse.Namespace) -> tuple[str, str]:
     radius = arcsec / 3600.0
     free = _free_gib(cache_root())
     _log(f"{free:.0f} GiB free under {cache_root()}")
-    if free < 10 and not (cache_root() / f"czar-{n}" / "store").exists():
+    if free < 10 and not (cache_root() / f"neighbour-{n}" / "store").exists():
         raise RuntimeError(f"only {free:.1f} GiB free under {cache_root()}: need ~10 GiB for {n:,} objects")
     progress = sys.stderr.isatty()
     files, src = _input(n, progress)

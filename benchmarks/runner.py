@@ -63,7 +63,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     czr.add_argument("--czar-breakdown", type=int, default=50, help="cones in the latency breakdown (default 50)")
     nn = p.add_argument_group("neighbour suite")
     nn.add_argument("--nn-objects", type=int, default=10_000_000,
-                    help="Objects in the catalogue searched for pairs (default 1e7; the czar suite's cached store)")
+                    help="Objects in the catalogue searched for pairs (default 1e7)")
     nn.add_argument("--nn-radius-arcsec", type=float, default=5.0, help="pair radius in arcsec (default 5)")
     nn.add_argument("--nn-workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
     nn.add_argument("--nn-worker-threads", type=int, default=1,

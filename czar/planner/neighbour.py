@@ -268,7 +268,7 @@ def near_sql(source: str, ra: str, dec: str, g: Grid) -> str:
     """o1: the rows of ``source`` (SQL of a relation) with their own cell in ``CELL``.
 
     Rows without a finite position are left out: the distance predicate never holds for them."""
-    q = lambda c: f'__qe_r."{c}"'  # noqa: E731 - the row's position columns, quoted
+    q = lambda c: f'__qe_r."{c}"'
     zoned = (f"SELECT * FROM (SELECT __qe_r.*, {_zone_sql(g, q(ra), q(dec))} AS __qe_z FROM {source} AS __qe_r) "
              f"AS __qe_r WHERE __qe_z IS NOT NULL")
     binned = (f"SELECT *, {_bins_sql(g, '__qe_m')} AS __qe_n "
@@ -283,7 +283,7 @@ def far_sql(sources: list[str], ra: str, dec: str, g: Grid) -> str:
     union = " UNION ALL BY NAME ".join(f"SELECT * FROM {s}" for s in sources)
     r = _lit(g.reach)
     h = _lit(g.height)
-    q = lambda c: f'__qe_r."{c}"'  # noqa: E731
+    q = lambda c: f'__qe_r."{c}"'
     # 1. the row's zone and its distances to the zone's lower and upper edges
     base = (f"SELECT __qe_r.*, {_zone_sql(g, q(ra), q(dec))} AS __qe_z0 "
             f"FROM ({union}) AS __qe_r")
