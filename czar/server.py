@@ -243,6 +243,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="cluster.yaml: metadata_root, workers, secret_file, http, tap (job_dir, base_url)")
     p.add_argument("--host", help="HTTP address (default from the config, else 127.0.0.1)")
     p.add_argument("--port", type=int, help="HTTP port (default from the config, else 8080)")
+    p.add_argument("--mysql-port", type=int,
+                   help="MySQL-protocol port (default from the config's mysql.port, else 4040; -1: none)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -253,10 +255,19 @@ def run(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else http.get("port", 8080)
     server = make_http_server(czar, host, port, job_dir=cfg["tap"]["job_dir"], base_url=cfg["tap"].get("base_url"),
                               limits=cfg["tap"]["limits"])
-    print(f"qengine czar on {server.url}/ (TAP at {server.url}/tap) with {len(czar.workers)} workers",
-          file=sys.stderr)
+    mycfg = cfg.get("mysql") or {}
+    mysql_port = args.mysql_port if args.mysql_port is not None else mycfg.get("port", 4040)
+    mysql = None
+    if mysql_port >= 0:
+        from czar.mysql import start_mysql_server
+
+        mysql = start_mysql_server(czar, mycfg.get("host", host), mysql_port)
+    print(f"qengine czar on {server.url}/ (TAP at {server.url}/tap) with {len(czar.workers)} workers"
+          + (f"; MySQL protocol on port {mysql.port}" if mysql is not None else ""), file=sys.stderr)
     try:
         server.serve_forever()  # uvicorn handles SIGINT/SIGTERM in the main thread
     finally:
+        if mysql is not None:
+            mysql.stop()
         czar.close()
     return 0

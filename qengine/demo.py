@@ -40,6 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--port", type=int, default=8080,
                    help="czar HTTP port: /api/v1 and TAP at /tap (default 8080; 0: any free port)")
+    p.add_argument("--mysql-port", type=int, default=4040,
+                   help="MySQL-protocol port, like Qserv's (default 4040; 0: any free port; -1: none)")
     p.add_argument("--no-serve", action="store_true", help="run the examples and exit instead of serving")
     p.add_argument("--seed", type=int, default=1, help="generator seed (default 1)")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"cache directory (default {DEFAULT_CACHE})")
@@ -123,10 +125,13 @@ def _serve(store: Path, args: argparse.Namespace, oid: int, ra: float, dec: floa
         except OSError:
             server = make_http_server(qe.czar, "127.0.0.1", 0, job_dir=job_dir)
         server.start()
+        mysql = _start_mysql(qe.czar, args.mysql_port)
         url = server.url
         print(f"\nczar serving on {url}/ - in Python: qengine.connect('{url}').query(sql); "
               f"or: qengine query --url {url} \"SELECT ...\"")
         print(f"TAP service: {url}/tap (pyvo.dal.TAPService('{url}/tap'), TOPCAT, astroquery TapPlus)")
+        if mysql is not None:
+            print(f"MySQL protocol (Qserv dialect): mariadb -h 127.0.0.1 -P {mysql.port} -u qsmaster dp02")
         print("Ctrl-C to stop.", flush=True)
         stop = threading.Event()
         # SIGTERM too: the worker processes must be stopped, not orphaned
@@ -136,8 +141,22 @@ def _serve(store: Path, args: argparse.Namespace, oid: int, ra: float, dec: floa
             while not stop.wait(1.0):
                 pass
         finally:
+            if mysql is not None:
+                mysql.stop()
             server.shutdown()
     return 0
+
+
+def _start_mysql(czar, port: int):
+    """The MySQL-protocol endpoint on ``port`` (another free port if taken; None if port < 0)."""
+    if port < 0:
+        return None
+    from czar.mysql import start_mysql_server
+
+    try:
+        return start_mysql_server(czar, "127.0.0.1", port)
+    except OSError:
+        return start_mysql_server(czar, "127.0.0.1", 0)
 
 
 def _ingest_sample(cat, sample: Path, store: Path) -> None:

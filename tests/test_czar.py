@@ -238,11 +238,14 @@ def test_czar_http_api_and_connect(cluster, tmp_path):
     cfg.write_text(f"metadata_root: {qe.root}\nworkers: {workers}\nsecret_file: secret\n"
                    "http: {host: 127.0.0.1, port: 0}\n")
     import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "qengine.cli", "czar", "--config", str(cfg), "--port", str(port)],
-                            stderr=subprocess.PIPE, text=True)
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    port, mysql_port = ports
+    proc = subprocess.Popen([sys.executable, "-m", "qengine.cli", "czar", "--config", str(cfg), "--port", str(port),
+                             "--mysql-port", str(mysql_port)], stderr=subprocess.PIPE, text=True)
     try:
         conn = qengine.connect(f"http://127.0.0.1:{port}")
         deadline = time.monotonic() + 30
@@ -259,6 +262,13 @@ def test_czar_http_api_and_connect(cluster, tmp_path):
         assert 0 < ex.num_chunks < 10
         with pytest.raises(QueryError, match="unknown column"):
             conn.query(f"SELECT nope FROM {T}")
+        # the same czar speaks the MySQL protocol (Qserv's dialect) on its own port
+        import pymysql
+
+        with pymysql.connect(host="127.0.0.1", port=mysql_port, user="qsmaster", database=DB) as my:
+            with my.cursor() as cur:
+                cur.execute("SELECT COUNT(*) AS n FROM Object WHERE mag < 20")
+                assert cur.fetchall() == ((got.column("n")[0].as_py(),),)
     finally:
         proc.terminate()
         proc.wait(timeout=10)

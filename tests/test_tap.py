@@ -836,8 +836,8 @@ def test_qengine_czar_command_serves_tap(cluster, oracle, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "qengine.cli", "czar", "--config", str(cfg), "--port", str(port)],
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "qengine.cli", "czar", "--config", str(cfg), "--port", str(port),
+                             "--mysql-port", "-1"], stderr=subprocess.DEVNULL)
     try:
         base = f"http://127.0.0.1:{port}/tap"
         deadline = time.monotonic() + 60

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(shutil.which("stilts") is None,
 def demo_tap(tmp_path_factory):
     cache = tmp_path_factory.mktemp("demo-cache")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "qengine.cli", "demo", "--objects", "2000", "--port", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "qengine.cli", "demo", "--objects", "2000", "--port", "0", "--mysql-port", "0",
                              "--cache", str(cache)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=env)
     lines: list[str] = []

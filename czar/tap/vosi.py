@@ -30,6 +30,9 @@ LANGUAGE_FEATURES = {
     "adql-string": ("LOWER", "ILIKE"),
     "adql-offset": ("OFFSET",),
     "adql-type": ("CAST",),
+    # answered in several steps by the czar (czar/compose.py)
+    "adql-sets": ("UNION", "EXCEPT", "INTERSECT"),
+    "adql-common-table": ("WITH",),
 }
 #: TAPRegExt ids of the output formats
 FORMAT_IDS = {"votable": "ivo://ivoa.net/std/TAPRegExt#output-votable-td",
