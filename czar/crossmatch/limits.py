@@ -112,10 +112,10 @@ def positions(table: pa.Table, ra: str, dec: str, label: str) -> tuple[np.ndarra
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise CoordinateError(f"{label}: column {name!r} has {int(bad.sum())} non-finite value(s); first at "
-                                  f"row {i}: {arr[i]!r}", rows=np.flatnonzero(bad)[:1000].tolist())
+                                  f"row {i}: {float(arr[i])!r}", rows=np.flatnonzero(bad)[:1000].tolist())
     bad = np.abs(d) > 90
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise CoordinateError(f"{label}: column {dec!r} has {int(bad.sum())} value(s) outside [-90, 90]; first at "
-                              f"row {i}: {d[i]!r}", rows=np.flatnonzero(bad)[:1000].tolist())
+                              f"row {i}: {float(d[i])!r}", rows=np.flatnonzero(bad)[:1000].tolist())
     return a, d

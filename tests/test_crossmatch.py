@@ -1,0 +1,384 @@
+"""Crossmatch of external tables (czar/crossmatch) on a LocalCluster, against astropy's
+``search_around_sky`` / ``match_coordinates_sky`` (positions dense at chunk edges, RA 0/360 and
+the poles, radii up to beyond the stored overlap), the SQL forms against one DuckDB over the
+unpartitioned tables, bad input, real Hipparcos x Gaia positions and the ``xmatch`` CLI."""
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import astropy.units as u
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from astropy.coordinates import SkyCoord, match_coordinates_sky, search_around_sky
+from hypothesis import given, settings, strategies as st
+
+from czar.crossmatch import answer_crossmatch, crossmatch, max_radius
+from czar.crossmatch.cells import grid_for
+from czar.crossmatch.cli import add_arguments, parse_radius, run as cli_run
+from czar.crossmatch.io import read_table, write_table
+from czar.dialects import parse, to_duckdb
+from czar.local import LocalCluster
+from qengine.catalog import Column, Partitioning, Table
+from qengine.chunker import Chunker
+from qengine.errors import CoordinateError, QEngineError, QueryError
+from tests.helpers import DB, PART, build_store, edge_positions
+from worker.sqlfuncs import register
+
+DATA = Path(__file__).parent / "data"
+HIP = Table(name="Hipparcos", role="director", id_column="hip", ra_column="ra", dec_column="dec",
+            columns=(Column("hip", "long", nullable=False), Column("ra", "double", unit="deg"),
+                     Column("dec", "double", unit="deg"), Column("hpmag", "float", unit="mag")))
+HIP_PART = Partitioning(num_stripes=85, num_sub_stripes=12, overlap=0.01667)
+T = f"{DB}.Object"
+TOL = 1e-9  # degrees
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    from partitioner.ingest import IngestOptions, ingest
+
+    root = tmp_path_factory.mktemp("xmatch") / "root"
+    tables = build_store(root, n_objects=3000, rows_per_file=1500)
+    ingest(root, "hip", HIP, [DATA / "xmatch_hipparcos.parquet"], partitioning=HIP_PART,
+           options=IngestOptions(progress=False, rows_per_file=1000, row_group_rows=500))
+    with LocalCluster(root, workers=2) as qe:
+        yield qe, tables, root
+
+
+def _catalogue(tables) -> tuple[pa.Table, SkyCoord]:
+    obj = tables["Object"]
+    return obj, SkyCoord(obj["ra"].to_numpy() * u.deg, obj["decl"].to_numpy() * u.deg)
+
+
+def _external(obj: pa.Table, seed: int, n: int, radius: float) -> pa.Table:
+    """Catalogue positions moved by up to 1.5 radii, exact copies, and edge/pole/RA-wrap points."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, obj.num_rows, n)
+    c0 = SkyCoord(obj["ra"].to_numpy()[idx] * u.deg, obj["decl"].to_numpy()[idx] * u.deg)
+    moved = c0.directional_offset_by(rng.uniform(0, 360, n) * u.deg, rng.uniform(0, 1.5 * radius, n) * u.deg)
+    ra, dec = moved.ra.deg, moved.dec.deg
+    ra[: n // 10], dec[: n // 10] = c0.ra.deg[: n // 10], c0.dec.deg[: n // 10]
+    era, edec = edge_positions(Chunker(PART.num_stripes, PART.num_sub_stripes, PART.overlap), rng, n // 4)
+    ra, dec = np.concatenate([ra, era]), np.concatenate([dec, edec])
+    return pa.table({"id": pa.array(np.arange(ra.size, dtype=np.int64)), "ra": ra, "dec": dec,
+                     "flag": pa.array(rng.integers(0, 3, ra.size).astype(np.int32))})
+
+
+def _pairs(res: pa.Table, sep_col: str = "separation_arcsec", scale: float = 3600.0) -> dict:
+    return {(a, b): s / scale for a, b, s in zip(res["id"].to_pylist(), res["objectId"].to_pylist(),
+                                                 res[sep_col].to_pylist()) if b is not None}
+
+
+def _astropy_all(ext: pa.Table, obj: pa.Table, cat: SkyCoord, radius: float) -> dict:
+    c1 = SkyCoord(ext["ra"].to_numpy() * u.deg, ext["dec"].to_numpy() * u.deg)
+    i1, i2, d2, _ = search_around_sky(c1, cat, radius * u.deg)
+    ids = obj["objectId"].to_numpy()
+    return {(int(a), int(ids[b])): float(s) for a, b, s in zip(i1, i2, d2.deg)}
+
+
+def _same_pairs(got: dict, want: dict) -> None:
+    assert set(got) == set(want), (sorted(set(want) - set(got))[:5], sorted(set(got) - set(want))[:5])
+    for k, s in want.items():
+        assert abs(got[k] - s) <= TOL, (k, got[k], s)
+
+
+# ------------------------------------------------------------------------------ differential
+@settings(max_examples=10)
+@given(seed=st.integers(0, 2**31), log_r=st.floats(math.log(1e-4), math.log(0.9)), outer=st.booleans())
+def test_all_matches_equal_astropy(cluster, seed, log_r, outer):
+    """Every pair within r (r up to 0.9 deg: beyond the stored overlap of 0.5 deg)."""
+    qe, tables, _ = cluster
+    obj, cat = _catalogue(tables)
+    radius = math.exp(log_r)
+    ext = _external(obj, seed, 300, radius)
+    res = crossmatch(qe.czar, T, ext, radius, ra="ra", dec="dec", outer=outer, columns=["objectId", "mag"])
+    want = _astropy_all(ext, obj, cat, radius)
+    _same_pairs(_pairs(res), want)
+    assert res.num_rows == len(want) + (len(set(range(ext.num_rows)) - {a for a, _ in want}) if outer else 0)
+    if outer:
+        unmatched = set(range(ext.num_rows)) - {a for a, _ in want}
+        nulls = {a for a, b in zip(res["id"].to_pylist(), res["objectId"].to_pylist()) if b is None}
+        assert nulls == unmatched
+        assert all(s is None for s, b in zip(res["separation_arcsec"].to_pylist(), res["objectId"].to_pylist())
+                   if b is None)
+    assert res.column_names == ["id", "ra", "dec", "flag", "objectId", "mag", "separation_arcsec"]
+
+
+@settings(max_examples=10)
+@given(seed=st.integers(0, 2**31), log_r=st.floats(math.log(1e-4), math.log(0.9)), outer=st.booleans())
+def test_nearest_equals_astropy(cluster, seed, log_r, outer):
+    qe, tables, _ = cluster
+    obj, cat = _catalogue(tables)
+    radius = math.exp(log_r)
+    ext = _external(obj, seed, 300, radius)
+    res = crossmatch(qe.czar, T, ext, radius, nearest=True, outer=outer, columns=["objectId"])
+    c1 = SkyCoord(ext["ra"].to_numpy() * u.deg, ext["dec"].to_numpy() * u.deg)
+    idx, d2, _ = match_coordinates_sky(c1, cat)
+    want = {i: float(s) for i, s in enumerate(d2.deg) if s <= radius}
+    got = _pairs(res)
+    assert {a for a, _ in got} == set(want)
+    assert len(got) == len(want)  # one match per external row
+    ids = obj["objectId"].to_numpy()
+    all_seps = _astropy_all(ext, obj, cat, radius)
+    for (a, oid), s in got.items():
+        assert abs(s - want[a]) <= TOL
+        # astropy's choice, or another catalogue row at the same distance (duplicated positions)
+        assert oid == int(ids[idx[a]]) or abs(all_seps[(a, oid)] - want[a]) <= TOL
+    assert res.num_rows == (ext.num_rows if outer else len(want))
+
+
+def test_poles_and_ra_wrap(cluster):
+    """Pairs across RA 0/360 and over the poles, at the largest radius the chunking allows."""
+    qe, tables, _ = cluster
+    obj, cat = _catalogue(tables)
+    radius = 0.95 * max_radius(PART.num_stripes, PART.num_sub_stripes)
+    ra = np.array([0.0, 359.999, 0.001, 180.0, 0.0, 90.0, 270.0, 45.0, 359.5, 0.5])
+    dec = np.array([0.0, 10.0, -10.0, 90.0, -90.0, 89.7, -89.7, 89.999, 45.0, -45.0])
+    ext = pa.table({"id": np.arange(ra.size), "ra": ra, "dec": dec})
+    res = crossmatch(qe.czar, T, ext, radius, columns=["objectId"])
+    want = _astropy_all(ext, obj, cat, radius)
+    assert len(want) > 10
+    _same_pairs(_pairs(res), want)
+
+
+def test_grid_cells_cover_neighbours():
+    """The SQL's bucketing rule in Python: a pair within reach is at most one zone and bin apart."""
+    rng = np.random.default_rng(3)
+    for reach, density in ((1 / 3600, None), (0.01, 242.0), (0.3, 0.05)):
+        g = grid_for(reach, density)
+        assert g.height >= g.cell >= reach
+        for z in range(0, g.zones, max(1, g.zones // 50)):
+            n = g.bins(z)
+            assert n == 1 or 360.0 / n >= g.ra_reach(z, reach)
+        assert g.bins(g.zones - 1) == 1 and g.bins(0) == 1
+        dec = rng.uniform(-90, 90, 100)
+        assert all(0 <= g.zone(d) < g.zones for d in dec)
+
+
+# ------------------------------------------------------------------------------ the SQL forms
+@pytest.fixture(scope="module")
+def upload(cluster):
+    _, tables, _ = cluster
+    obj, _ = _catalogue(tables)
+    return _external(obj, 11, 400, 0.2)
+
+
+@pytest.fixture(scope="module")
+def oracle(cluster, upload):
+    _, tables, _ = cluster
+    con = duckdb.connect()
+    register(con)
+    con.execute(f'CREATE SCHEMA "{DB}"')
+    con.execute('CREATE SCHEMA "TAP_UPLOAD"')
+    con.register("__obj", tables["Object"])
+    con.execute(f'CREATE VIEW "{DB}"."Object" AS SELECT * FROM "__obj"')
+    con.register("__mine", upload)
+    con.execute('CREATE VIEW "TAP_UPLOAD"."mine" AS SELECT * FROM "__mine"')
+    return con
+
+
+def _rows(t: pa.Table) -> list[tuple]:
+    out = []
+    for r in zip(*[c.to_pylist() for c in t.columns]):
+        out.append(tuple(round(x, 9) if isinstance(x, float) else x for x in r))
+    return out
+
+
+SQL_FORMS = [
+    # ADQL CONTAINS, point from the catalogue
+    ("SELECT m.id, o.objectId, o.mag FROM TAP_UPLOAD.mine AS m JOIN testdb.Object AS o "
+     "ON 1 = CONTAINS(POINT('ICRS', o.ra, o.decl), CIRCLE('ICRS', m.ra, m.dec, 0.2))", "adql", False),
+    # point from the upload, circle on the catalogue; extra predicates on both sides in WHERE
+    ("SELECT m.id, o.objectId FROM TAP_UPLOAD.mine AS m JOIN testdb.Object AS o "
+     "ON CONTAINS(POINT('ICRS', m.ra, m.dec), CIRCLE('ICRS', o.ra, o.decl, 0.1)) = 1 "
+     "WHERE o.mag < 20 AND m.flag > 0", "adql", False),
+    # DISTANCE < r, separation in arcsec, ORDER BY + TOP
+    ("SELECT TOP 50 m.id, o.objectId, DISTANCE(POINT('ICRS', m.ra, m.dec), POINT('ICRS', o.ra, o.decl)) * 3600 "
+     "AS sep FROM TAP_UPLOAD.mine m JOIN testdb.Object o ON DISTANCE(POINT('ICRS', m.ra, m.dec), "
+     "POINT('ICRS', o.ra, o.decl)) < 0.15 ORDER BY sep, m.id, o.objectId", "adql", True),
+    # comma join, predicate in WHERE, aggregate
+    ("SELECT m.flag, COUNT(*) AS n, MIN(o.mag) AS faint FROM TAP_UPLOAD.mine AS m, testdb.Object AS o "
+     "WHERE 1 = CONTAINS(POINT('ICRS', o.ra, o.decl), CIRCLE('ICRS', m.ra, m.dec, 0.2)) GROUP BY m.flag "
+     "ORDER BY m.flag", "adql", True),
+    # LEFT JOIN: unmatched external rows kept with NULLs; a catalogue condition in ON
+    ("SELECT m.id, o.objectId, o.name FROM TAP_UPLOAD.mine AS m LEFT JOIN testdb.Object AS o "
+     "ON 1 = CONTAINS(POINT('ICRS', o.ra, o.decl), CIRCLE('ICRS', m.ra, m.dec, 0.05)) AND o.mag > 18", "adql", False),
+    # LEFT JOIN with a NULL-accepting WHERE (must not be pushed into the workers)
+    ("SELECT m.id, o.objectId FROM TAP_UPLOAD.mine AS m LEFT JOIN testdb.Object AS o "
+     "ON 1 = CONTAINS(POINT('ICRS', o.ra, o.decl), CIRCLE('ICRS', m.ra, m.dec, 0.05)) "
+     "WHERE o.mag < 19 OR o.objectId IS NULL", "adql", False),
+    # SELECT * (catalogue columns without chunkId/subChunkId)
+    ("SELECT * FROM TAP_UPLOAD.mine AS m JOIN testdb.Object AS o "
+     "ON 1 = CONTAINS(POINT('ICRS', o.ra, o.decl), CIRCLE('ICRS', m.ra, m.dec, 0.02))", "adql", False),
+    # Qserv: scisql_angSep
+    ("SELECT m.id, o.objectId FROM TAP_UPLOAD.mine AS m JOIN testdb.Object AS o "
+     "ON scisql_angSep(m.ra, m.dec, o.ra, o.decl) < 0.2", "qserv", False),
+]
+
+
+@pytest.mark.parametrize("sql,lang,ordered", SQL_FORMS)
+def test_sql_forms_equal_duckdb(cluster, oracle, upload, sql, lang, ordered):
+    qe, _, _ = cluster
+    got = answer_crossmatch(qe.czar, parse(sql, lang), sql, lang, None, {"mine": upload}, None)
+    assert got is not None
+    want = oracle.sql(to_duckdb(parse(sql, lang))).to_arrow_table()
+    assert got.column_names == want.column_names
+    g, w = _rows(got), _rows(want)
+    if not ordered:
+        g, w = sorted(g, key=repr), sorted(w, key=repr)
+    assert g == w
+    assert len(g) > 0
+
+
+def test_sql_maxrec(cluster, upload):
+    qe, _, _ = cluster
+    sql = SQL_FORMS[0][0]
+    got = answer_crossmatch(qe.czar, parse(sql), sql, "adql", None, {"mine": upload}, 5)
+    assert got.num_rows == 5 and got.schema.metadata[b"qengine.overflow"] == b"true"
+
+
+@pytest.mark.parametrize("sql,uploads", [
+    ("SELECT COUNT(*) FROM testdb.Object", None),
+    ("SELECT m.id FROM TAP_UPLOAD.mine AS m JOIN testdb.Object AS o ON m.id = o.objectId", {"mine": None}),
+    ("SELECT m.id FROM TAP_UPLOAD.mine AS m JOIN testdb.Filter AS f "
+     "ON 1 = CONTAINS(POINT('ICRS', m.ra, m.dec), CIRCLE('ICRS', 0, 0, 1))", {"mine": None}),
+    # a distance between upload columns only
+    ("SELECT m.id FROM TAP_UPLOAD.mine AS m JOIN testdb.Object AS o "
+     "ON DISTANCE(POINT('ICRS', m.ra, m.dec), POINT('ICRS', 0, 0)) < 1", {"mine": None}),
+    # RIGHT JOIN keeping catalogue rows: not a crossmatch of the upload
+    ("SELECT m.id FROM TAP_UPLOAD.mine AS m RIGHT JOIN testdb.Object AS o "
+     "ON 1 = CONTAINS(POINT('ICRS', o.ra, o.decl), CIRCLE('ICRS', m.ra, m.dec, 0.1))", {"mine": None}),
+])
+def test_not_a_crossmatch(cluster, upload, sql, uploads):
+    qe, _, _ = cluster
+    ups = {k: upload for k in uploads} if uploads else None
+    assert answer_crossmatch(qe.czar, parse(sql), sql, "adql", None, ups, None) is None
+
+
+# ------------------------------------------------------------------------------ bad input
+def _cm(cluster, ext, radius=0.1, **kw):
+    qe, _, _ = cluster
+    return crossmatch(qe.czar, T, ext, radius, **kw)
+
+
+def test_bad_positions(cluster, monkeypatch):
+    good = pa.table({"ra": [1.0, 2.0], "dec": [3.0, 4.0], "name": ["a", "b"]})
+    with pytest.raises(QueryError, match="no RA column 'nope'"):
+        _cm(cluster, good, ra="nope")
+    with pytest.raises(QueryError, match="'name' is not numeric"):
+        _cm(cluster, good, dec="name")
+    with pytest.raises(CoordinateError, match=r"'dec' has 1 non-finite value\(s\); first at row 1: nan"):
+        _cm(cluster, pa.table({"ra": [1.0, 2.0], "dec": [3.0, float("nan")]}))
+    with pytest.raises(CoordinateError, match="'ra' is empty \\(NULL\\) at row 0"):
+        _cm(cluster, pa.table({"ra": pa.array([None, 2.0], pa.float64()), "dec": [3.0, 4.0]}))
+    with pytest.raises(CoordinateError, match="outside \\[-90, 90\\]; first at row 0: 91.0"):
+        _cm(cluster, pa.table({"ra": [1.0], "dec": [91.0]}))
+    monkeypatch.setenv("QENGINE_XMATCH_MAX_ROWS", "1")
+    with pytest.raises(QueryError, match="2 rows exceed the crossmatch upload limit of 1 rows"):
+        _cm(cluster, good)
+
+
+@pytest.mark.parametrize("radius,message", [(0.0, "must be positive, got 0.0"), (-1.0, "must be positive"),
+                                            (float("nan"), "finite number"), (1.5, "larger than the maximum")])
+def test_bad_radius(cluster, radius, message):
+    good = pa.table({"ra": [1.0], "dec": [3.0]})
+    with pytest.raises(QueryError, match=message):
+        _cm(cluster, good, radius=radius)
+    qe, _, _ = cluster
+    if math.isfinite(radius):
+        sql = ("SELECT m.ra FROM TAP_UPLOAD.mine AS m JOIN testdb.Object AS o "
+               f"ON 1 = CONTAINS(POINT('ICRS', o.ra, o.decl), CIRCLE('ICRS', m.ra, m.dec, {radius}))")
+        with pytest.raises(QueryError, match=message):
+            answer_crossmatch(qe.czar, parse(sql), sql, "adql", None, {"mine": good}, None)
+
+
+def test_bad_sql_upload(cluster):
+    qe, _, _ = cluster
+    ext = pa.table({"ra": [1.0], "dec": [float("nan")], "label": ["x"]})
+    sql = ("SELECT m.ra FROM TAP_UPLOAD.mine AS m JOIN testdb.Object AS o "
+           "ON 1 = CONTAINS(POINT('ICRS', o.ra, o.decl), CIRCLE('ICRS', m.ra, m.raa, 0.1))")
+    with pytest.raises(QueryError, match="no column 'raa'"):
+        answer_crossmatch(qe.czar, parse(sql), sql, "adql", None, {"mine": ext}, None)
+    with pytest.raises(CoordinateError, match="uploaded table mine: column 'dec'"):
+        sql2 = sql.replace("m.raa", "m.dec")
+        answer_crossmatch(qe.czar, parse(sql2), sql2, "adql", None, {"mine": ext}, None)
+    with pytest.raises(QueryError, match="'label' is not numeric"):
+        sql3 = sql.replace("m.raa", "m.label")
+        answer_crossmatch(qe.czar, parse(sql3), sql3, "adql", None, {"mine": ext}, None)
+
+
+def test_not_a_director(cluster):
+    with pytest.raises(QueryError, match="crossmatch needs a director table"):
+        crossmatch(cluster[0].czar, f"{DB}.Source", pa.table({"ra": [1.0], "dec": [1.0]}), 0.1)
+
+
+# ------------------------------------------------------------------------------ real data
+def test_hipparcos_x_gaia(cluster):
+    """Real positions (Hipparcos-2 ingested, Gaia DR3 G < 10 uploaded): polar caps and RA 0/360."""
+    qe, _, _ = cluster
+    hip = pq.read_table(DATA / "xmatch_hipparcos.parquet")
+    gaia = pq.read_table(DATA / "xmatch_gaia.parquet")
+    radius = 5 / 3600
+    res = crossmatch(qe.czar, "hip.Hipparcos", gaia, radius, columns=["hip", "hpmag"])
+    cat = SkyCoord(hip["ra"].to_numpy() * u.deg, hip["dec"].to_numpy() * u.deg)
+    c1 = SkyCoord(gaia["ra"].to_numpy() * u.deg, gaia["dec"].to_numpy() * u.deg)
+    i1, i2, d2, _ = search_around_sky(c1, cat, radius * u.deg)
+    sid, hid = gaia["source_id"].to_numpy(), hip["hip"].to_numpy()
+    want = {(int(sid[a]), int(hid[b])): float(s) for a, b, s in zip(i1, i2, d2.deg)}
+    got = {(a, b): s / 3600 for a, b, s in zip(res["source_id"].to_pylist(), res["hip"].to_pylist(),
+                                               res["separation_arcsec"].to_pylist())}
+    assert len(want) > 1000
+    _same_pairs(got, want)
+    near = crossmatch(qe.czar, "hip.Hipparcos", gaia, radius, nearest=True, columns=["hip"])
+    idx, d2n, _ = match_coordinates_sky(c1, cat)
+    want_n = {int(sid[i]): int(hid[idx[i]]) for i in range(gaia.num_rows) if d2n[i].deg <= radius}
+    assert dict(zip(near["source_id"].to_pylist(), near["hip"].to_pylist())) == want_n
+    # the same through ADQL with an upload
+    sql = ("SELECT g.source_id, h.hip FROM TAP_UPLOAD.gaia AS g JOIN hip.Hipparcos AS h "
+           "ON 1 = CONTAINS(POINT('ICRS', h.ra, h.dec), CIRCLE('ICRS', g.ra, g.dec, 5/3600.))")
+    via_sql = answer_crossmatch(qe.czar, parse(sql), sql, "adql", None, {"gaia": gaia}, None)
+    assert set(zip(via_sql["source_id"].to_pylist(), via_sql["hip"].to_pylist())) == set(want)
+
+
+# ------------------------------------------------------------------------------ CLI
+def test_parse_radius():
+    assert parse_radius("1arcsec") == pytest.approx(1 / 3600)
+    assert parse_radius('2"') == pytest.approx(2 / 3600)
+    assert parse_radius("0.5arcmin") == pytest.approx(0.5 / 60)
+    assert parse_radius("1e-3 deg") == pytest.approx(1e-3)
+    for bad in ("1", "abc", "3 m"):
+        with pytest.raises(QEngineError):
+            parse_radius(bad)
+
+
+@pytest.mark.parametrize("fin,fout", [("in.fits", "out.vot"), ("in.csv", "out.parquet")])
+def test_cli_local(cluster, tmp_path, capsys, fin, fout):
+    _, _, root = cluster
+    gaia = pq.read_table(DATA / "xmatch_gaia.parquet").slice(0, 3000)
+    write_table(gaia, tmp_path / fin)
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    args = p.parse_args(["--root", str(root), "--table", "hip.Hipparcos", "--radius", "5arcsec", "--nearest",
+                         "--outer", "--columns", "hip", "--workers", "1", "--out", str(tmp_path / fout),
+                         str(tmp_path / fin)])
+    assert cli_run(args) == 0
+    out = read_table(tmp_path / fout)
+    assert out.num_rows == gaia.num_rows  # --outer: every row, once (--nearest)
+    assert out.column("source_id").to_pylist() == gaia.column("source_id").to_pylist()
+    assert "xmatch:" in capsys.readouterr().err
+    matched = [h for h in out.column("hip").to_pylist() if h is not None]
+    assert 50 < len(matched) < gaia.num_rows
+
+
+def test_cli_errors(tmp_path, capsys):
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    (tmp_path / "x.csv").write_text("a,b\n1,2\n")
+    args = p.parse_args(["--root", str(tmp_path), "--table", "x.Y", "--radius", "1arcsec", str(tmp_path / "x.csv")])
+    assert cli_run(args) == 2
+    assert "no RA column found among a, b" in capsys.readouterr().err
