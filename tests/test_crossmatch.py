@@ -15,11 +15,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from astropy.coordinates import SkyCoord, match_coordinates_sky, search_around_sky
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from czar.crossmatch import answer_crossmatch, crossmatch, max_radius
 from czar.crossmatch.cells import grid_for
-from czar.crossmatch.cli import add_arguments, parse_radius, run as cli_run
+from czar.crossmatch.cli import add_arguments, parse_radius
+from czar.crossmatch.cli import run as cli_run
 from czar.crossmatch.io import read_table, write_table
 from czar.dialects import parse, to_duckdb
 from czar.local import LocalCluster
@@ -191,33 +193,33 @@ def _rows(t: pa.Table) -> list[tuple]:
 
 SQL_FORMS = [
     # ADQL CONTAINS, point from the catalogue
-    ("SELECT m.id, o.objectId, o.mag FROM TAP_UPLOAD.mine AS m JOIN testdb.Object AS o "
-     "ON 1 = CONTAINS(POINT('ICRS', o.ra, o.decl), CIRCLE('ICRS', m.ra, m.dec, 0.2))", "adql", False),
+    (("SELECT m.id, o.objectId, o.mag FROM TAP_UPLOAD.mine AS m JOIN testdb.Object AS o "
+     "ON 1 = CONTAINS(POINT('ICRS', o.ra, o.decl), CIRCLE('ICRS', m.ra, m.dec, 0.2))"), "adql", False),
     # point from the upload, circle on the catalogue; extra predicates on both sides in WHERE
-    ("SELECT m.id, o.objectId FROM TAP_UPLOAD.mine AS m JOIN testdb.Object AS o "
+    (("SELECT m.id, o.objectId FROM TAP_UPLOAD.mine AS m JOIN testdb.Object AS o "
      "ON CONTAINS(POINT('ICRS', m.ra, m.dec), CIRCLE('ICRS', o.ra, o.decl, 0.1)) = 1 "
-     "WHERE o.mag < 20 AND m.flag > 0", "adql", False),
+     "WHERE o.mag < 20 AND m.flag > 0"), "adql", False),
     # DISTANCE < r, separation in arcsec, ORDER BY + TOP
-    ("SELECT TOP 50 m.id, o.objectId, DISTANCE(POINT('ICRS', m.ra, m.dec), POINT('ICRS', o.ra, o.decl)) * 3600 "
+    (("SELECT TOP 50 m.id, o.objectId, DISTANCE(POINT('ICRS', m.ra, m.dec), POINT('ICRS', o.ra, o.decl)) * 3600 "
      "AS sep FROM TAP_UPLOAD.mine m JOIN testdb.Object o ON DISTANCE(POINT('ICRS', m.ra, m.dec), "
-     "POINT('ICRS', o.ra, o.decl)) < 0.15 ORDER BY sep, m.id, o.objectId", "adql", True),
+     "POINT('ICRS', o.ra, o.decl)) < 0.15 ORDER BY sep, m.id, o.objectId"), "adql", True),
     # comma join, predicate in WHERE, aggregate
-    ("SELECT m.flag, COUNT(*) AS n, MIN(o.mag) AS faint FROM TAP_UPLOAD.mine AS m, testdb.Object AS o "
+    (("SELECT m.flag, COUNT(*) AS n, MIN(o.mag) AS faint FROM TAP_UPLOAD.mine AS m, testdb.Object AS o "
      "WHERE 1 = CONTAINS(POINT('ICRS', o.ra, o.decl), CIRCLE('ICRS', m.ra, m.dec, 0.2)) GROUP BY m.flag "
-     "ORDER BY m.flag", "adql", True),
+     "ORDER BY m.flag"), "adql", True),
     # LEFT JOIN: unmatched external rows kept with NULLs; a catalogue condition in ON
-    ("SELECT m.id, o.objectId, o.name FROM TAP_UPLOAD.mine AS m LEFT JOIN testdb.Object AS o "
-     "ON 1 = CONTAINS(POINT('ICRS', o.ra, o.decl), CIRCLE('ICRS', m.ra, m.dec, 0.05)) AND o.mag > 18", "adql", False),
+    (("SELECT m.id, o.objectId, o.name FROM TAP_UPLOAD.mine AS m LEFT JOIN testdb.Object AS o "
+     "ON 1 = CONTAINS(POINT('ICRS', o.ra, o.decl), CIRCLE('ICRS', m.ra, m.dec, 0.05)) AND o.mag > 18"), "adql", False),
     # LEFT JOIN with a NULL-accepting WHERE (must not be pushed into the workers)
-    ("SELECT m.id, o.objectId FROM TAP_UPLOAD.mine AS m LEFT JOIN testdb.Object AS o "
+    (("SELECT m.id, o.objectId FROM TAP_UPLOAD.mine AS m LEFT JOIN testdb.Object AS o "
      "ON 1 = CONTAINS(POINT('ICRS', o.ra, o.decl), CIRCLE('ICRS', m.ra, m.dec, 0.05)) "
-     "WHERE o.mag < 19 OR o.objectId IS NULL", "adql", False),
+     "WHERE o.mag < 19 OR o.objectId IS NULL"), "adql", False),
     # SELECT * (catalogue columns without chunkId/subChunkId)
-    ("SELECT * FROM TAP_UPLOAD.mine AS m JOIN testdb.Object AS o "
-     "ON 1 = CONTAINS(POINT('ICRS', o.ra, o.decl), CIRCLE('ICRS', m.ra, m.dec, 0.02))", "adql", False),
+    (("SELECT * FROM TAP_UPLOAD.mine AS m JOIN testdb.Object AS o "
+     "ON 1 = CONTAINS(POINT('ICRS', o.ra, o.decl), CIRCLE('ICRS', m.ra, m.dec, 0.02))"), "adql", False),
     # Qserv: scisql_angSep
-    ("SELECT m.id, o.objectId FROM TAP_UPLOAD.mine AS m JOIN testdb.Object AS o "
-     "ON scisql_angSep(m.ra, m.dec, o.ra, o.decl) < 0.2", "qserv", False),
+    (("SELECT m.id, o.objectId FROM TAP_UPLOAD.mine AS m JOIN testdb.Object AS o "
+     "ON scisql_angSep(m.ra, m.dec, o.ra, o.decl) < 0.2"), "qserv", False),
 ]
 
 
@@ -245,14 +247,14 @@ def test_sql_maxrec(cluster, upload):
 @pytest.mark.parametrize("sql,uploads", [
     ("SELECT COUNT(*) FROM testdb.Object", None),
     ("SELECT m.id FROM TAP_UPLOAD.mine AS m JOIN testdb.Object AS o ON m.id = o.objectId", {"mine": None}),
-    ("SELECT m.id FROM TAP_UPLOAD.mine AS m JOIN testdb.Filter AS f "
-     "ON 1 = CONTAINS(POINT('ICRS', m.ra, m.dec), CIRCLE('ICRS', 0, 0, 1))", {"mine": None}),
+    (("SELECT m.id FROM TAP_UPLOAD.mine AS m JOIN testdb.Filter AS f "
+     "ON 1 = CONTAINS(POINT('ICRS', m.ra, m.dec), CIRCLE('ICRS', 0, 0, 1))"), {"mine": None}),
     # a distance between upload columns only
-    ("SELECT m.id FROM TAP_UPLOAD.mine AS m JOIN testdb.Object AS o "
-     "ON DISTANCE(POINT('ICRS', m.ra, m.dec), POINT('ICRS', 0, 0)) < 1", {"mine": None}),
+    (("SELECT m.id FROM TAP_UPLOAD.mine AS m JOIN testdb.Object AS o "
+     "ON DISTANCE(POINT('ICRS', m.ra, m.dec), POINT('ICRS', 0, 0)) < 1"), {"mine": None}),
     # RIGHT JOIN keeping catalogue rows: not a crossmatch of the upload
-    ("SELECT m.id FROM TAP_UPLOAD.mine AS m RIGHT JOIN testdb.Object AS o "
-     "ON 1 = CONTAINS(POINT('ICRS', o.ra, o.decl), CIRCLE('ICRS', m.ra, m.dec, 0.1))", {"mine": None}),
+    (("SELECT m.id FROM TAP_UPLOAD.mine AS m RIGHT JOIN testdb.Object AS o "
+     "ON 1 = CONTAINS(POINT('ICRS', o.ra, o.decl), CIRCLE('ICRS', m.ra, m.dec, 0.1))"), {"mine": None}),
 ])
 def test_not_a_crossmatch(cluster, upload, sql, uploads):
     qe, _, _ = cluster
