@@ -169,6 +169,11 @@ def _arrow(con, sql: str):
     return con.sql(sql).to_arrow_table()
 
 
+def _arrow_once(con, sql: str):
+    """As the worker's interactive lane runs a query: one bind, the result materialised."""
+    return con.execute(sql).to_arrow_table()
+
+
 def _exec_rows(ex, req) -> int:
     from worker.executor import QueryStats
 
@@ -555,8 +560,8 @@ def breakdown(cl, store: Path, centres: list[tuple[float, float]],
             rpc = wexec = inproc = duck = 0.0
             for addr, cs in assignment.items():
                 s = ExecuteSummary()
-                dt, _ = _timed(clients[addr].query, plan.worker_sql, query_id=uuid.uuid4().hex,
-                               chunk_ids=cs, lane="interactive", summary=s)
+                dt, _ = _timed(clients[addr].execute_small, plan.worker_sql, query_id=uuid.uuid4().hex,
+                               chunk_ids=cs, lane="interactive", summary=s)   # the czar's call for a cone
                 rpc = max(rpc, dt)
                 wexec = max(wexec, s.seconds)
                 req = QueryRequest(query_id=uuid.uuid4().hex, sql=plan.worker_sql, chunk_ids=cs, uploads={},
@@ -564,13 +569,13 @@ def breakdown(cl, store: Path, centres: list[tuple[float, float]],
                 dt, _ = _timed(_exec_rows, ex, req)
                 inproc = max(inproc, dt)
                 bound = bind_sql(inv, plan.worker_sql, sorted(cs)).sql
-                dt, _ = _timed(_arrow, lane, bound)
+                dt, _ = _timed(_arrow_once, lane.cursor(), bound)
                 duck = max(duck, dt)
             for k, v in (("rpc", rpc), ("worker_exec", wexec), ("inproc_exec", inproc), ("duck_only", duck)):
                 steps[k].append(v)
         for _ in range(len(centres)):      # the fixed cost of one RPC: no chunks, trivial SQL
             w = czar.workers[len(steps["select1"]) % len(czar.workers)]
-            dt, _ = _timed(w.query, "SELECT 1 AS x", chunk_ids=[], lane="interactive")
+            dt, _ = _timed(w.execute_small, "SELECT 1 AS x", chunk_ids=[], lane="interactive")
             steps["select1"].append(dt)
         rg_text, duck_cpu = _worker_duckdb(inv, [(plan_query(CONE_ADQL.format(ra=ra, dec=dec), czar.metadata), ra, dec)
                                        for ra, dec in (more or centres)])
@@ -597,11 +602,11 @@ def breakdown(cl, store: Path, centres: list[tuple[float, float]],
         ("`Czar._fan_out` (threads, gRPC calls, worker execution, Arrow decode)", "fan_out"),
         ("`Czar._run_merge` (DuckDB merge over the parts, field metadata)", "merge"),
         ("sum of the above (= one `Czar.query`)", "total"),
-        ("one worker call alone, `WorkerClient.query` round trip (slowest worker of the query)", "rpc"),
+        ("one worker call alone, `WorkerClient.execute_small` (unary `Query`) round trip (slowest worker)", "rpc"),
         ("  of which the worker's executor time (`ResultBatch.seconds`)", "worker_exec"),
         ("the worker's `Executor.execute` in process, no gRPC (interactive lane, 1 thread)", "inproc_exec"),
         ("  DuckDB alone on the bound SQL (same lane, no executor bookkeeping)", "duck_only"),
-        ("a trivial worker call (`SELECT 1`, no chunks) through gRPC: the fixed cost of one RPC", "select1"),
+        ("a trivial worker call (`SELECT 1`, no chunks, unary `Query`): the fixed cost of one RPC", "select1"),
     ]
     cpu_med = {k: _med(v) * 1e3 for k, v in cpu.items()}
     text = ("| step | median ms | p95 ms | czar CPU ms (median) |\n|---|---:|---:|---:|\n" +
@@ -670,20 +675,26 @@ def _worker_duckdb(inv, cones: list[tuple[object, float, float]],
     def no_pred(sql: str) -> str:
         return sql[: sql.rindex(" WHERE qe_in_circle")]
 
+    scan_of = re.compile(r"\(SELECT .*? FROM (read_parquet\(\[.*?\]\) WHERE .*?)\) AS ")
+
     def count_only(sql: str) -> str:
-        inner = sql[sql.index("(SELECT * FROM ") + len("(SELECT * FROM "): sql.rindex(") AS ")]
-        return f"SELECT count(*) FROM {inner}"
+        return f"SELECT count(*) FROM {scan_of.search(sql).group(1)}"
+
+    def materialised(sql: str) -> int:
+        return con.execute(sql).to_arrow_table().num_rows
 
     variants = [
-        ("the worker's path: `con.sql(sql).to_arrow_reader()`, drained", drain, lambda b, ra, dec: b),
+        ("the worker's path (interactive lane): `con.execute(sql).to_arrow_table()`, one bind", materialised,
+         lambda b, ra, dec: b),
+        ("the streaming path (scan lane): `con.sql(sql).to_arrow_reader()`, drained", drain, lambda b, ra, dec: b),
         ("  `con.sql(sql)` alone: the bind the relation API does before it executes", bind_only,
          lambda b, ra, dec: b),
         ("`con.execute(sql).fetchall()` (one bind)", one_bind, lambda b, ra, dec: b),
-        ("the worker's path, `qe_in_circle(...)` replaced by a plain dec band + haversine expression", drain,
+        ("the worker's path, `qe_in_circle(...)` replaced by a plain dec band + haversine expression", materialised,
          lambda b, ra, dec: circle.sub(plain.format(ra=repr(ra), dec=repr(dec)), b)),
-        ("the worker's path without the spatial predicate (the chunks' rows, 4 columns)", drain,
+        ("the worker's path without the spatial predicate (the chunks' rows, 4 columns)", materialised,
          lambda b, ra, dec: no_pred(b)),
-        ("`count(*)` over the chunk filter only (the floor of a Parquet query here)", drain,
+        ("`count(*)` over the chunk filter only (the floor of a Parquet query here)", materialised,
          lambda b, ra, dec: count_only(b)),
     ]
 
@@ -701,7 +712,7 @@ def _worker_duckdb(inv, cones: list[tuple[object, float, float]],
                            write_statistics=True)
             label = (f"the worker's path on a copy of the file with {k:,}-row groups "
                      f"({pq.ParquetFile(path).metadata.num_row_groups} groups)")
-            runs.append((label, drain, [b.replace(target, str(path)) for b, _, _ in mine]))
+            runs.append((label, materialised, [b.replace(target, str(path)) for b, _, _ in mine]))
         del table
         rows = [sum(fn(q) for q in sqls) for _, fn, sqls in runs]      # also warms every variant up
         cpu: list[list[float]] = [[] for _ in runs]
@@ -759,7 +770,8 @@ def _summary(r1: dict, r2: dict, r2b: dict, r3: dict, r2c: dict | None = None) -
         f">= {TARGET_CONE_SPEEDUP:.0f}x); full-scan GROUP BY {r2['ratio']:.2f}x the single DuckDB "
         f"({_yes(r2['ratio'] <= TARGET_AGG)}: <= {TARGET_AGG}x).")]
     if not cone_ok:
-        bind = f", {d[1]:.1f} ms of it the bind `con.sql` does before executing" if len(d) > 1 else ""
+        bind = (f" (the streaming path of the scan lane, which binds twice, would cost {d[1]:.1f} ms)"
+                if len(d) > 1 else "")
         duck = f"{d[0]:.1f}" if d else f"{m['duck_only']:.1f}"
         lines.append(
             f"- Cone: the fastest of the {len(r1['all_ms'])} cones took {min(r1['all_ms']):.1f} ms. Per cone the czar "
