@@ -19,6 +19,7 @@ import pyarrow as pa
 from czar.metadata import Metadata, TableInfo
 from czar.compose import Steps, needs_steps
 from czar.dialects import parse, to_duckdb
+from czar.health import QUERY_ERROR_CODES, WORKER_DOWN_CODES, HealthMonitor, _Part
 from czar.plan import PARTS, Plan, plan_query
 from qengine.errors import QEngineError, QueryError
 from qengine.workerclient import ExecuteSummary, WorkerClient, WorkerError
@@ -56,7 +57,10 @@ class Explain:
 class Czar:
     """Plans and runs queries on a set of workers, given the tables' metadata."""
 
-    def __init__(self, metadata: Metadata, workers: list[WorkerClient]) -> None:
+    def __init__(self, metadata: Metadata, workers: list[WorkerClient], *, health_interval: float = 1.0,
+                 health_timeout: float = 1.0) -> None:
+        """``health_interval``: seconds between health checks of every worker (0: none);
+        ``health_timeout``: the deadline of one check (a stalled worker misses it)."""
         if not workers:
             raise QEngineError("a czar needs at least one worker")
         self.metadata = metadata
@@ -67,18 +71,48 @@ class Czar:
         register(self._merge, persistent=True)  # every cursor sees them
         self._merge_lock = threading.Lock()
         self._running: dict[str, dict] = {}
+        self._health = HealthMonitor(self, health_interval, health_timeout)
         self.refresh()
+        self._health.start()
 
     # ------------------------------------------------------------------ cluster state
     def refresh(self) -> None:
-        """Reload table metadata and each worker's inventory."""
+        """Reload table metadata and each worker's inventory (a worker that does not answer is
+        marked down; the health checks bring it back)."""
         self.metadata.reload()
+        errors = []
         for w in self.workers:
-            inv = w.inventory()
-            self._holdings[w.address] = {(t.database.lower(), t.table.lower()): np.asarray(sorted(t.chunk_ids), np.int64)
-                                         for t in inv.tables}
+            try:
+                self._read_inventory(w)
+            except WorkerError as exc:
+                errors.append(exc)
+                self._health.mark_down(w.address, f"inventory: {exc}")
+        if len(errors) == len(self.workers):
+            raise errors[0]
+
+    def _read_inventory(self, w: WorkerClient) -> None:
+        inv = w.inventory()
+        self._holdings[w.address] = {(t.database.lower(), t.table.lower()): np.asarray(sorted(t.chunk_ids), np.int64)
+                                     for t in inv.tables}
+
+    def live_workers(self) -> list[WorkerClient]:
+        """The workers marked up, in configuration order."""
+        return [w for w in self.workers if self._health.is_up(w.address)]
+
+    def status(self) -> dict:
+        """Workers (up/down, why, tables held) and the queries running now, for ``qengine status``."""
+        workers = []
+        for w in self.workers:
+            st = self._health.state(w.address)
+            workers.append({"address": w.address, "up": st.up, "reason": st.reason, "since": st.since,
+                            "tables": {f"{d}.{t}": int(a.size) for (d, t), a in self._holdings.get(w.address, {}).items()}})
+        with self._merge_lock:
+            running = [{"query_id": q, "started": r["started"], "workers": sorted({p.addr for p in r["parts"]}),
+                        "retries": r["retries"]} for q, r in self._running.items()]
+        return {"workers": workers, "running": running}
 
     def close(self) -> None:
+        self._health.stop()
         for w in self.workers:
             w.close()
         self._merge.close()
@@ -88,55 +122,89 @@ class Czar:
         t = plan.index_table
         sql = (f"SELECT DISTINCT chunkId FROM {{{{{t.database}.{t.name}__index}}}} "
                f"WHERE {plan.id_restriction.sql_condition('id')}")
-        holder = next((w for w in self.workers if self._holdings[w.address].get((t.database.lower(), t.name.lower()),
-                                                                                 _EMPTY).size),
-                      self.workers[0])
-        res = holder.query(sql, lane="interactive")
-        return sorted(res.column(0).to_pylist()) if res.num_columns else []
+        key = (t.database.lower(), t.name.lower())
+        live = self.live_workers()
+        holders = [w for w in live if self._holdings.get(w.address, {}).get(key, _EMPTY).size] or live
+        if not holders:
+            raise QueryError(f"no live worker to look up ids in {t.database}.{t.name}: "
+                             f"{self._health.describe_down()}")
+        for i, holder in enumerate(holders):  # the index is on every worker: try the next one
+            try:
+                res = holder.query(sql, lane="interactive")
+                return sorted(res.column(0).to_pylist()) if res.num_columns else []
+            except WorkerError as exc:
+                if exc.code not in WORKER_DOWN_CODES or i == len(holders) - 1:
+                    raise QueryError(f"worker {exc.worker}: {exc}") from None
+                self._health.mark_down(holder.address, str(exc))
+        raise AssertionError("unreachable")
 
     def _assign(self, plan: Plan, chunks: "list[int] | np.ndarray") -> dict[str, np.ndarray]:
-        """Chunks per worker: contiguous runs balanced by rows among the workers holding them.
+        """Chunks per live worker: runs balanced by rows among the live workers holding them.
 
-        Vectorised: a full scan assigns ~10^5 chunks per query.
+        Vectorised: a full scan assigns ~10^5 chunks per query. With replicas, chunks are cut
+        into runs held by the same set of workers (and runs longer than a quarter of a worker's
+        share are cut again), then the runs go, biggest first, to the least loaded holder.
         """
         t = plan.table
         keys = [(x.database.lower(), x.name.lower()) for x in (plan.tables or [t])]
         want = np.asarray(chunks, dtype=np.int64)
         if want.size == 0:
             return {}
+        live = {w.address for w in self.live_workers()}
         # a worker serves a chunk only if it holds it for every co-located table of the query
-        holders = {}
+        addrs, rows = [], []
         for w in self.workers:
-            arrays = [self._holdings[w.address].get(k, _EMPTY) for k in keys]
+            arrays = [self._holdings.get(w.address, {}).get(k, _EMPTY) for k in keys]
             held = arrays[0]
             for a in arrays[1:]:
                 held = np.intersect1d(held, a, assume_unique=True)
-            if held.size:
-                holders[w.address] = held
-        covered = np.zeros(want.size, dtype=bool)
-        full = []
-        for addr, held in holders.items():
-            inside = np.isin(want, held, assume_unique=True)
-            covered |= inside
-            full.append(bool(inside.all()))
+            if held.size and w.address in live:
+                addrs.append(w.address)
+                rows.append(np.isin(want, held, assume_unique=True))
+        holds = np.vstack(rows) if rows else np.zeros((0, want.size), bool)
+        covered = holds.any(axis=0)
         if not covered.all():
-            missing = want[~covered][:10].tolist()
-            raise QueryError(f"no live worker holds chunk(s) {missing} of {t.database}.{t.name}")
-        addrs = list(holders)
+            raise QueryError(self._no_replica_message(t, want[~covered], keys))
         weights = t.chunk_row_weights(want)
-        if all(full):
+        if holds.all():  # every live worker holds everything: cut the chunk line evenly
             cum = np.cumsum(weights)
             cuts = np.searchsorted(cum, cum[-1] * np.arange(1, len(addrs)) / len(addrs), side="left")
             pieces = np.split(want, cuts)
             return {a: p for a, p in zip(addrs, pieces) if p.size}
-        out: dict[str, list[int]] = {a: [] for a in addrs}
-        load = {a: 0 for a in addrs}
-        sets = {a: set(h.tolist()) for a, h in holders.items()}
-        for c, wgt in zip(want.tolist(), weights.tolist()):
-            a = min((a for a in addrs if c in sets[a]), key=lambda a: load[a])
-            out[a].append(c)
-            load[a] += wgt
-        return {a: np.asarray(cs, dtype=np.int64) for a, cs in out.items() if cs}
+        cum = np.cumsum(weights)
+        before = cum - weights
+        share = max(float(cum[-1]) / len(addrs) / 4, 1.0)
+        step = (before // share).astype(np.int64)
+        brk = np.r_[True, (holds[:, 1:] != holds[:, :-1]).any(axis=0) | (step[1:] != step[:-1])]
+        starts = np.flatnonzero(brk)
+        ends = np.r_[starts[1:], want.size]
+        piece_w = np.add.reduceat(weights, starts)
+        eligible = holds[:, starts].T  # piece -> which workers hold it
+        load = np.zeros(len(addrs))
+        owner = np.empty(starts.size, np.int64)
+        for i in np.argsort(-piece_w, kind="stable").tolist():
+            cand = np.flatnonzero(eligible[i])
+            j = cand[np.argmin(load[cand])]
+            owner[i] = j
+            load[j] += piece_w[i]
+        out: dict[str, np.ndarray] = {}
+        for j, a in enumerate(addrs):
+            mine = np.flatnonzero(owner == j)
+            if mine.size:
+                out[a] = np.concatenate([want[starts[i]:ends[i]] for i in mine.tolist()])
+        return out
+
+    def _no_replica_message(self, t: TableInfo, missing: np.ndarray, keys: list[tuple[str, str]]) -> str:
+        """Which chunks no live worker serves, and which (down) workers hold them."""
+        shown = missing[:10].tolist()
+        holders = [w.address for w in self.workers
+                   if all(np.isin(missing, self._holdings.get(w.address, {}).get(k, _EMPTY)).any() for k in keys)]
+        more = f" (and {missing.size - len(shown)} more)" if missing.size > len(shown) else ""
+        if holders:
+            why = "; ".join(f"{a} is down ({self._health.state(a).reason or 'not answering'})" for a in holders)
+            return (f"no live replica for chunk(s) {shown}{more} of {t.database}.{t.name}: "
+                    f"held by {', '.join(holders)}; {why}")
+        return f"no live worker holds chunk(s) {shown}{more} of {t.database}.{t.name}"
 
     def _chunks(self, plan: Plan) -> np.ndarray:
         """The chunk ids to visit, sorted."""
@@ -200,7 +268,7 @@ class Czar:
             chunks = self._chunks(plan)
             assignment = self._assign(plan, chunks) if chunks.size else {}
         else:
-            assignment = {self.workers[0].address: None}
+            assignment = {self._any_live().address: None}
         batches, schema = self._fan_out(plan, assignment, max_rows, timeout, qid, uploads)
         return self._run_merge(plan, batches, schema)
 
@@ -217,18 +285,26 @@ class Czar:
         finally:
             cur.close()
 
+    def _any_live(self, exclude: set[str] = frozenset()) -> WorkerClient:
+        w = next((w for w in self.live_workers() if w.address not in exclude), None)
+        if w is None:
+            raise QueryError(f"no live worker: {self._health.describe_down()}")
+        return w
+
     def cancel(self, query_id: str) -> bool:
         """Stop every worker's part of a running query; False if it is not running."""
         with self._merge_lock:
-            parts = self._running.get(query_id)
-        if parts is None:
+            state = self._running.get(query_id)
+        if state is None:
             return False
-        parts["cancelled"] = True
-        for addr in parts["workers"]:
-            try:
-                self._client(addr).cancel(f"{query_id}-{addr}")
-            except WorkerError:
-                pass
+        state["cancelled"] = True
+        for part in list(state["parts"]):
+            part.abandon()
+            if self._health.is_up(part.addr):
+                try:
+                    self._client(part.addr).cancel(part.wid)
+                except WorkerError:
+                    pass
         return True
 
     def _client(self, addr: str) -> WorkerClient:
@@ -240,7 +316,7 @@ class Czar:
         with self._merge_lock:
             if qid in self._running:
                 raise QueryError(f"a query with id {qid} is already running")
-            state = self._running[qid] = {"workers": list(assignment), "cancelled": False}
+            state = self._running[qid] = {"parts": [], "cancelled": False, "started": time.time(), "retries": 0}
         try:
             return self._fan_out_inner(plan, assignment, max_rows, timeout, qid, state, uploads)
         finally:
@@ -248,75 +324,140 @@ class Czar:
                 self._running.pop(qid, None)
 
     def _fan_out_inner(self, plan, assignment, max_rows, timeout, qid, state, uploads):
-        clients = {w.address: w for w in self.workers}
+        """Run each worker's part; a part that fails because its worker died or stalled is run
+        again on other replicas of its chunks. A part's batches are kept apart until it ends,
+        so a failed part's rows are dropped, never counted twice."""
         out: queue.Queue = queue.Queue()
         stop = threading.Event()
-        summaries = {a: ExecuteSummary() for a in assignment}
         lane = "interactive" if all(cs is not None and len(cs) <= INTERACTIVE_MAX_CHUNKS
                                     for cs in assignment.values()) else "scan"
+        threads: list[threading.Thread] = []
 
-        def run(addr: str, chunks: list[int] | None) -> None:
-            kw = dict(query_id=f"{qid}-{addr}", chunk_ids=chunks, max_rows=max_rows, lane=lane,
-                      timeout_seconds=timeout, uploads=uploads, summary=summaries[addr])
+        def run(part: _Part) -> None:
+            kw = dict(query_id=part.wid, chunk_ids=part.chunks, max_rows=max_rows, lane=lane,
+                      timeout_seconds=timeout, uploads=uploads, summary=part.summary, on_call=part.set_call)
+            client = self._client(part.addr)
             try:
                 if lane == "interactive":  # small: one unary call, unless it is too big after all
-                    table = clients[addr].execute_small(plan.worker_sql, **kw)
+                    table = client.execute_small(plan.worker_sql, **kw)
                     if table is not None:
                         for b in table.to_batches():
-                            out.put(("batch", b))
-                        out.put(("done", addr))
+                            out.put(("batch", part, b))
+                        out.put(("done", part, None))
                         return
-                for b in clients[addr].execute(plan.worker_sql, **kw):
-                    if stop.is_set():
+                for b in client.execute(plan.worker_sql, **kw):
+                    if stop.is_set() or part.abandoned:
                         return
-                    out.put(("batch", b))
-                out.put(("done", addr))
-            except WorkerError as exc:
-                out.put(("error", exc))
-            except Exception as exc:  # a bug or a broken connection: still report it, never hang
-                out.put(("error", exc))
+                    out.put(("batch", part, b))
+                out.put(("done", part, None))
+            except Exception as exc:  # a worker error, a broken connection or a bug: report it, never hang
+                out.put(("error", part, exc))
+            finally:
+                self._health.untrack(part)
 
-        if lane == "interactive" and len(assignment) == 1:
-            threads = []  # one small call: in this thread (a thread start costs as much as the call)
-            run(*next(iter(assignment.items())))
-        else:
-            threads = [threading.Thread(target=run, args=(a, cs), daemon=True) for a, cs in assignment.items()]
-            for th in threads:
+        def launch(addr: str, chunks, attempt: int, inline: bool = False) -> _Part:
+            wid = f"{qid}-{addr}" if attempt == 0 else f"{qid}-{addr}-r{attempt}"
+            part = _Part(addr, chunks, wid, attempt)
+            with self._merge_lock:
+                state["parts"].append(part)
+            self._health.track(part)
+            if inline:
+                run(part)
+            else:
+                th = threading.Thread(target=run, args=(part,), daemon=True, name=f"czar-part-{addr}")
+                threads.append(th)
                 th.start()
-        batches: list[pa.RecordBatch] = []
+            return part
+
+        pending: set[_Part] = set()
+        if lane == "interactive" and len(assignment) == 1:
+            # one small call: in this thread (a thread start costs as much as the call)
+            pending.add(launch(*next(iter(assignment.items())), 0, inline=True))
+        else:
+            pending.update(launch(a, cs, 0) for a, cs in assignment.items())
+        done: list[_Part] = []
         rows = 0
-        pending = len(assignment)
         error: Exception | None = None
         limit = plan.worker_limit if not plan.merge_needs_all else None
         while pending:
-            kind, item = out.get()
+            kind, part, item = out.get()
+            if part not in pending:
+                continue  # a late message of a part given up on
             if kind == "batch":
-                batches.append(item)
+                part.batches.append(item)
                 rows += item.num_rows
                 if limit is not None and rows >= limit:
                     break
             elif kind == "done":
-                pending -= 1
+                pending.discard(part)
+                done.append(part)
             else:
-                error = item
-                break
+                pending.discard(part)
+                if not self._worker_failed(part, item, state):
+                    error = item
+                    break
+                rows -= sum(b.num_rows for b in part.batches)
+                part.batches.clear()
+                try:
+                    retry = self._reassign(plan, part, assignment)
+                except QueryError as exc:
+                    error = exc
+                    break
+                state["retries"] += 1
+                log.warning("query %s: worker %s failed (%s); its %s chunk(s) go to %s", qid, part.addr,
+                            _short(item), "all" if part.chunks is None else len(part.chunks),
+                            ", ".join(retry) or "nobody")
+                pending.update(launch(a, cs, part.attempt + 1) for a, cs in retry.items())
         if pending:
             stop.set()
-            for a in assignment:
-                try:
-                    clients[a].cancel(f"{qid}-{a}")
-                except WorkerError:
-                    pass
+            for part in pending:
+                part.abandon()
+                if self._health.is_up(part.addr):
+                    try:
+                        self._client(part.addr).cancel(part.wid)
+                    except WorkerError:
+                        pass
         for th in threads:
             th.join(timeout=5)
         if error is not None:
             if state["cancelled"]:
                 raise QueryError("query cancelled") from None
+            if isinstance(error, QEngineError) and not isinstance(error, WorkerError):
+                raise error
             if isinstance(error, WorkerError):
                 raise QueryError(f"worker {error.worker}: {error}") from None
             raise QEngineError(f"query failed: {error!r}") from error
-        schema = next((s.schema for s in summaries.values() if s.schema is not None), None)
+        kept = done + [p for p in pending if p.batches]  # a LIMIT met: rows of unfinished parts count too
+        batches = [b for p in kept for b in p.batches]
+        schema = next((p.summary.schema for p in kept if p.summary.schema is not None), None)
         return batches, schema
+
+    def _worker_failed(self, part: "_Part", exc: Exception, state: dict) -> bool:
+        """Whether ``exc`` means the part's worker died or stalled (run its chunks elsewhere),
+        rather than the query failing (bad SQL, a limit, the user's cancel: never retried)."""
+        if state["cancelled"]:
+            return False
+        if part.worker_down:  # the health checks gave up on the worker and cancelled the call
+            return True
+        code = exc.code if isinstance(exc, WorkerError) else None
+        if code in WORKER_DOWN_CODES:
+            self._health.mark_down(part.addr, f"{code} during a query")
+            return True
+        if code in QUERY_ERROR_CODES:
+            return False
+        # anything else (INTERNAL, UNKNOWN, a torn stream): a worker failure only if the worker
+        # no longer answers a health check
+        if not self._health.check_now(part.addr):
+            return True
+        return False
+
+    def _reassign(self, plan: Plan, part: "_Part", assignment: dict) -> dict[str, "np.ndarray | None"]:
+        """Where a failed part's chunks go now (live replicas only)."""
+        if part.attempt + 1 > 2 * len(self.workers):
+            raise QueryError(f"chunks of worker {part.addr} failed on {part.attempt + 1} workers in turn; giving up")
+        if part.chunks is None:  # a replicated or uploaded table: any live worker
+            return {self._any_live(exclude={part.addr}).address: None}
+        return self._assign(plan, part.chunks)
 
     def _run_merge(self, plan: Plan, batches: list[pa.RecordBatch], schema: pa.Schema | None) -> pa.Table:
         if batches:
@@ -348,6 +489,11 @@ class Czar:
         finally:
             cur.close()
         return _with_metadata(result, plan)
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:200]
 
 
 def _truncate(table: pa.Table, maxrec: int | None) -> pa.Table:

@@ -51,6 +51,11 @@ _COMMANDS = [
              "run the czar: plans queries, fans them out to workers, merges (HTTP API)",
              "Run the czar for the workers and metadata named in cluster.yaml; serves the HTTP API that "
              "qengine.connect(url) uses."),
+    _Command("place", "czar.place_cli", "add_arguments", "run",
+             "place a store's data files on the workers of cluster.yaml (R replicas, balanced by bytes)",
+             "Assign the data files of the store ROOT to the workers of cluster.yaml with R replicas each, "
+             "balanced by bytes, and write each worker's data directory (copies, hard links or symlinks); "
+             "run again after adding a worker: only the files the new placement needs move."),
     _Command("query", "czar.cli", "add_arguments", "run",
              "run one ADQL or Qserv query and print or write the result",
              "Run one query against a czar (--url) or a local cluster over a store (--root)."),

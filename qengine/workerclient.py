@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import grpc
 import numpy as np
@@ -47,7 +47,11 @@ class WorkerClient:
 
     def __init__(self, address: str, secret: str | None = None, *, tls_ca: str | None = None) -> None:
         self.address = address
-        opts = [("grpc.max_receive_message_length", 512 << 20), ("grpc.max_send_message_length", 512 << 20)]
+        opts = [("grpc.max_receive_message_length", 512 << 20), ("grpc.max_send_message_length", 512 << 20),
+                # a restarted worker is found again within a second or two (gRPC's default
+                # reconnect backoff grows to two minutes while a worker is down)
+                ("grpc.initial_reconnect_backoff_ms", 250), ("grpc.min_reconnect_backoff_ms", 250),
+                ("grpc.max_reconnect_backoff_ms", 2000)]
         if tls_ca:
             creds = grpc.ssl_channel_credentials(Path(tls_ca).read_bytes())
             self.channel = grpc.secure_channel(address, creds, options=opts)
@@ -84,12 +88,20 @@ class WorkerClient:
             batch_rows=batch_rows, timeout_seconds=timeout_seconds, lane=lane)
 
     def execute_small(self, sql: str, *, summary: ExecuteSummary | None = None,
-                      deadline: float | None = None, **kwargs) -> pa.Table | None:
+                      deadline: float | None = None, on_call: Callable[[grpc.Future], None] | None = None,
+                      **kwargs) -> pa.Table | None:
         """Run one query answered in a single message (the unary ``Query`` call: a third of a
         streaming call's fixed cost). Returns None when the result is too large for one message:
         use :meth:`execute` then. Same keywords as :meth:`execute`."""
         try:
-            msg = self.stub.Query(self._request(sql, **kwargs), metadata=self.metadata, timeout=deadline)
+            if on_call is None:
+                msg = self.stub.Query(self._request(sql, **kwargs), metadata=self.metadata, timeout=deadline)
+            else:  # cancellable from another thread (the czar's health checks)
+                fut = self.stub.Query.future(self._request(sql, **kwargs), metadata=self.metadata, timeout=deadline)
+                on_call(fut)
+                msg = fut.result()
+        except grpc.FutureCancelledError:
+            raise WorkerError("CANCELLED", "call cancelled by the client", self.address) from None
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "use Execute" in (exc.details() or ""):
                 return None
@@ -105,12 +117,18 @@ class WorkerClient:
                 uploads: dict[str, pa.Table] | None = None, max_rows: int = 0, max_bytes: int = 0,
                 threads: int = 0, memory_limit: str = "", batch_rows: int = 0,
                 timeout_seconds: float = 0.0, lane: str = "", summary: ExecuteSummary | None = None,
-                deadline: float | None = None) -> Iterator[pa.RecordBatch]:
-        """Stream the result batches of one query (chunk_ids None: every chunk held)."""
+                deadline: float | None = None,
+                on_call: Callable[[grpc.Future], None] | None = None) -> Iterator[pa.RecordBatch]:
+        """Stream the result batches of one query (chunk_ids None: every chunk held).
+
+        ``on_call`` receives the call once started: ``call.cancel()`` from another thread ends
+        the stream with a CANCELLED error (how the czar abandons a stalled worker)."""
         req = self._request(sql, query_id=query_id, chunk_ids=chunk_ids, uploads=uploads, max_rows=max_rows,
                             max_bytes=max_bytes, threads=threads, memory_limit=memory_limit,
                             batch_rows=batch_rows, timeout_seconds=timeout_seconds, lane=lane)
         call = self._execute(req, metadata=self.metadata, timeout=deadline)
+        if on_call is not None:
+            on_call(call)
         try:
             for payload, msg in call:
                 if payload is not None or msg.arrow_ipc:
@@ -144,6 +162,14 @@ class WorkerClient:
             return self.stub.Inventory(pb.InventoryRequest(), metadata=self.metadata, timeout=30)
         except grpc.RpcError as exc:
             raise self._error(exc) from None
+
+    def health_future(self, timeout: float = 5.0) -> grpc.Future:
+        """Start a Health call; ``.result()`` raises ``grpc.RpcError`` (see :meth:`error`)."""
+        return self.stub.Health.future(pb.HealthRequest(), metadata=self.metadata, timeout=timeout)
+
+    def error(self, exc: grpc.RpcError) -> WorkerError:
+        """The :class:`WorkerError` for a failed call of this client."""
+        return self._error(exc)
 
     def health(self, timeout: float = 5.0) -> pb.HealthReply:
         try:
