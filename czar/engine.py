@@ -71,6 +71,7 @@ class Czar:
         register(self._merge, persistent=True)  # every cursor sees them
         self._merge_lock = threading.Lock()
         self._running: dict[str, dict] = {}
+        self.failovers = 0  # parts run again on another replica since start (tests, status)
         self._health = HealthMonitor(self, health_interval, health_timeout)
         self.refresh()
         self._health.start()
@@ -109,7 +110,7 @@ class Czar:
         with self._merge_lock:
             running = [{"query_id": q, "started": r["started"], "workers": sorted({p.addr for p in r["parts"]}),
                         "retries": r["retries"]} for q, r in self._running.items()]
-        return {"workers": workers, "running": running}
+        return {"workers": workers, "running": running, "failovers": self.failovers}
 
     def close(self) -> None:
         self._health.stop()
@@ -266,7 +267,7 @@ class Czar:
             return pa.table({plan.count_name: pa.array([plan.count_from_stats], pa.int64())})
         if plan.table.partitioned:
             chunks = self._chunks(plan)
-            assignment = self._assign(plan, chunks) if chunks.size else {}
+            assignment = self._assign_live(plan, chunks) if chunks.size else {}
         else:
             assignment = {self._any_live().address: None}
         batches, schema = self._fan_out(plan, assignment, max_rows, timeout, qid, uploads)
@@ -404,6 +405,8 @@ class Czar:
                     error = exc
                     break
                 state["retries"] += 1
+                with self._merge_lock:
+                    self.failovers += 1
                 log.warning("query %s: worker %s failed (%s); its %s chunk(s) go to %s", qid, part.addr,
                             _short(item), "all" if part.chunks is None else len(part.chunks),
                             ", ".join(retry) or "nobody")
@@ -456,8 +459,23 @@ class Czar:
         if part.attempt + 1 > 2 * len(self.workers):
             raise QueryError(f"chunks of worker {part.addr} failed on {part.attempt + 1} workers in turn; giving up")
         if part.chunks is None:  # a replicated or uploaded table: any live worker
-            return {self._any_live(exclude={part.addr}).address: None}
-        return self._assign(plan, part.chunks)
+            try:
+                return {self._any_live(exclude={part.addr}).address: None}
+            except QueryError:
+                self._health.check_all()
+                return {self._any_live(exclude={part.addr}).address: None}
+        return self._assign_live(plan, part.chunks)
+
+    def _assign_live(self, plan: Plan, chunks) -> dict[str, np.ndarray]:
+        """:meth:`_assign`, checking the workers marked down once more before giving up (one
+        that missed its health checks under load may answer now)."""
+        try:
+            return self._assign(plan, chunks)
+        except QueryError:
+            if all(self._health.is_up(w.address) for w in self.workers):
+                raise
+            self._health.check_all()
+            return self._assign(plan, chunks)
 
     def _run_merge(self, plan: Plan, batches: list[pa.RecordBatch], schema: pa.Schema | None) -> pa.Table:
         if batches:
