@@ -1,0 +1,231 @@
+"""The science-realistic query suite: its queries, its data and its oracle.
+
+Each query is a file in ``benchmarks/queries/`` with a header of ``-- key: value`` lines (id,
+category, lang, question) and the SQL; a line ``-- oracle:`` starts the DuckDB SQL that checks
+it, when translating the query itself cannot (Qserv's ``qserv_areaspec_*``). Templates take
+parameters drawn from the data (``{oid}``, ``{oids}``, ``{ra}``, ``{dec}``, boxes), so every
+scale asks about objects that exist.
+
+The oracle is one DuckDB over the generated, unpartitioned Parquet files, with the same SQL
+macros the workers use (``qengine.sqlfuncs``).
+"""
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from catalogs import sky
+from czar.dialects import parse, to_duckdb
+
+__all__ = ["SuiteQuery", "Dataset", "SCALES", "load_queries", "build", "oracle_connection", "compare",
+           "run_oracle"]
+
+QUERIES = Path(__file__).resolve().parent / "queries"
+
+#: objects per catalogue at each scale (Sources and ForcedSources follow, ~12 and ~18 per Object)
+SCALES = {
+    "small": {"lsst_dr": 3_000, "sdss": 3_000, "ukidss": 3_000},
+    "medium": {"lsst_dr": 10_000_000, "sdss": 1_000_000, "ukidss": 1_000_000},
+    "large": {"lsst_dr": 50_000_000, "sdss": 5_000_000, "ukidss": 5_000_000},
+}
+#: the tables generated per catalogue (the suite's queries read only these)
+TABLES = {"lsst_dr": None, "sdss": ["PhotoObjAll"], "ukidss": ["lasSource"]}
+# small scale: dense fields, one across RA 0/360, so that cones and pairs find rows
+_SMALL_FOOTPRINT = sky.Footprint("suite-small", (sky.Cap(0.5, -30.0, 3.0),),
+                                 description="3 degrees around (0.5, -30): across RA 0/360")
+_SMALL_FOOTPRINTS = {"sdss": sky.Footprint("suite-small-sdss", (sky.Cap(150.0, 2.0, 3.0),)),
+                     "ukidss": sky.Footprint("suite-small-las", (sky.Cap(150.0, 2.0, 3.0),))}
+
+
+@dataclass
+class SuiteQuery:
+    id: str
+    category: str
+    lang: str
+    question: str
+    sql: str
+    oracle: str | None
+    path: Path
+
+    def render(self, params: dict) -> tuple[str, str | None]:
+        return self.sql.format(**params), self.oracle.format(**params) if self.oracle else None
+
+    @property
+    def ordered(self) -> bool:
+        return bool(re.search(r"\bORDER\s+BY\b", self.sql, re.I))
+
+    @property
+    def uploads(self) -> list[str]:
+        return sorted(set(m.lower() for m in re.findall(r"TAP_UPLOAD\.(\w+)", self.sql, re.I)))
+
+
+def load_queries(directory: Path = QUERIES) -> list[SuiteQuery]:
+    """Every ``*.sql`` file of the suite, in file-name order."""
+    out = []
+    for path in sorted(directory.glob("*.sql")):
+        head: dict[str, str] = {}
+        body: list[str] = []
+        oracle: list[str] | None = None
+        for line in path.read_text().splitlines():
+            m = re.match(r"^--\s*(\w+):\s*(.*)$", line)
+            if m and m.group(1) == "oracle" and not m.group(2):
+                oracle = []
+            elif m and not body and oracle is None:
+                head[m.group(1)] = m.group(2).strip()
+            elif oracle is not None:
+                oracle.append(line)
+            else:
+                body.append(line)
+        missing = [k for k in ("id", "category", "lang", "question") if k not in head]
+        if missing:
+            raise ValueError(f"{path}: header lacks {', '.join(missing)}")
+        out.append(SuiteQuery(head["id"], head["category"], head["lang"], head["question"],
+                              "\n".join(body).strip(), "\n".join(oracle).strip() if oracle else None, path))
+    return out
+
+
+@dataclass
+class Dataset:
+    """Generated inputs (per ``database.table``) and the store they were ingested into."""
+
+    scale: str
+    root: Path
+    inputs: dict[str, list[Path]] = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
+    uploads: dict[str, pa.Table] = field(default_factory=dict)
+
+
+def build(scale: str, directory: Path, *, seed: int = 7, progress: bool = False,
+          objects: dict[str, int] | None = None) -> Dataset:
+    """Generate the suite's catalogues into ``directory`` and ingest them (once: cached)."""
+    from catalogs.generate import generate
+    from partitioner.ingest import IngestOptions, ingest
+    from qengine.catalog import load_catalog
+
+    sizes = dict(SCALES[scale], **(objects or {}))
+    directory = Path(directory)
+    root = directory / "store"
+    done = directory / "BUILT"
+    ds = Dataset(scale, root)
+    for name, n in sizes.items():
+        cat = load_catalog(name)
+        out = directory / "input" / name
+        fp = (_SMALL_FOOTPRINTS.get(name, _SMALL_FOOTPRINT) if scale == "small" else "survey")
+        if not done.exists():
+            files = generate(cat, n, out, seed=seed, tables=TABLES[name], footprint=fp, progress=progress)
+        else:
+            files = {t: sorted((out / t).glob("*.parquet")) for t in (TABLES[name] or cat.tables)}
+        order = sorted(cat.tables.values(), key=lambda t: {"director": 0, "child": 1}.get(t.role, 2))
+        for t in order:
+            if not files.get(t.name):
+                continue
+            ds.inputs[f"{cat.database}.{t.name}"] = list(files[t.name])
+            if not done.exists():
+                ingest(root, cat.database, t, list(files[t.name]), partitioning=cat.partitioning,
+                       options=IngestOptions(progress=progress))
+    done.write_text(time.strftime("%Y-%m-%d %H:%M:%S\n"))
+    ds.params, ds.uploads = _parameters(ds, seed)
+    return ds
+
+
+def _parameters(ds: Dataset, seed: int) -> tuple[dict, dict[str, pa.Table]]:
+    """Values for the templates, drawn from the data: an object with a long light curve, a list
+    of ids, field centres on real objects, a target list to upload."""
+    con = duckdb.connect()
+    src = _scan(ds.inputs["dp02.Source"])
+    obj = _scan(ds.inputs["dp02.Object"])
+    oid = con.execute(f"SELECT objectId FROM {src} GROUP BY objectId ORDER BY count(*) DESC, objectId "
+                      "LIMIT 1").fetchone()[0]
+    ra, dec = con.execute(f"SELECT coord_ra, coord_dec FROM {obj} WHERE objectId = {oid}").fetchone()
+    rng = np.random.default_rng(seed)
+    ids = con.execute(f"SELECT objectId FROM {obj} ORDER BY objectId").fetchnumpy()["objectId"]
+    oids = sorted(rng.choice(ids, min(20, ids.size), replace=False).tolist())
+    sd = _scan(ds.inputs["sdss.PhotoObjAll"])
+    sra, sdec = con.execute(f"SELECT ra, decl FROM {sd} ORDER BY objID LIMIT 1").fetchone()
+    half = 0.5 / max(math.cos(math.radians(dec)), 0.05)
+    params = {"oid": oid, "oids": ", ".join(map(str, oids)), "ra": ra, "dec": dec,
+              "ra_lo": (ra - half) % 360, "ra_hi": (ra + half) % 360, "dec_lo": dec - 0.5, "dec_hi": dec + 0.5,
+              "ra_lo2": (ra - 2 * half) % 360, "ra_hi2": (ra + 2 * half) % 360,
+              "dec_lo2": dec - 1.0, "dec_hi2": dec + 1.0}
+    # the SDSS box query runs in SDSS's own footprint
+    params.update(sdss_ra_lo=sra - 1, sdss_ra_hi=sra + 1, sdss_dec_lo=sdec - 1, sdss_dec_hi=sdec + 1)
+    # targets: 30 catalogue objects moved by up to 0.5 arcsec, and 10 random positions near them
+    near = con.execute(f"SELECT objectId, coord_ra, coord_dec FROM {obj} ORDER BY objectId").fetchnumpy()
+    pick = rng.choice(near["objectId"].size, min(30, near["objectId"].size), replace=False)
+    jitter = rng.uniform(-0.5, 0.5, (2, pick.size)) / 3600
+    t_ra = np.r_[near["coord_ra"][pick] + jitter[0] / np.cos(np.radians(near["coord_dec"][pick])),
+                 ra + rng.uniform(-0.5, 0.5, 10)] % 360
+    t_dec = np.r_[near["coord_dec"][pick] + jitter[1], dec + rng.uniform(-0.5, 0.5, 10)]
+    targets = pa.table({"target": pa.array([f"T{i:03d}" for i in range(t_ra.size)]),
+                        "ra": pa.array(t_ra), "dec": pa.array(t_dec)})
+    return params, {"targets": targets}
+
+
+def _scan(files: list[Path]) -> str:
+    return "read_parquet([" + ", ".join(f"'{f}'" for f in files) + "])"
+
+
+def oracle_connection(ds: Dataset, threads: int = 2) -> duckdb.DuckDBPyConnection:
+    """One DuckDB over the unpartitioned inputs: ``db.table`` views, uploads, the SQL macros."""
+    from qengine.sqlfuncs import register
+
+    con = duckdb.connect(config={"threads": threads})
+    register(con)
+    for name, files in ds.inputs.items():
+        db, table = name.split(".")
+        con.execute(f'CREATE SCHEMA IF NOT EXISTS "{db}"')
+        con.execute(f'CREATE OR REPLACE VIEW "{db}"."{table}" AS SELECT * FROM {_scan(files)}')
+    # unqualified names (Qserv-dialect queries) resolve in the LSST database, as `USE dp02` would
+    con.execute("SET search_path = 'dp02,main'")
+    con.execute('CREATE SCHEMA IF NOT EXISTS "TAP_UPLOAD"')
+    for name, t in ds.uploads.items():
+        con.register(f"__upload_{name}", t)
+        con.execute(f'CREATE OR REPLACE VIEW "TAP_UPLOAD"."{name}" AS SELECT * FROM "__upload_{name}"')
+    return con
+
+
+def run_oracle(con: duckdb.DuckDBPyConnection, q: SuiteQuery, params: dict) -> pa.Table:
+    sql, oracle = q.render(params)
+    return con.sql(oracle or to_duckdb(parse(sql, q.lang))).to_arrow_table()
+
+
+def _norm(v):
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    return v
+
+
+def compare(got: pa.Table, want: pa.Table, ordered: bool, rel: float = 1e-9) -> str | None:
+    """None when equal (floats to ``rel``; row order only when ``ordered``), else what differs."""
+    if got.num_columns != want.num_columns:
+        return f"{got.num_columns} columns, expected {want.num_columns} ({got.column_names} vs {want.column_names})"
+    g = [tuple(_norm(x) for x in r) for r in zip(*[c.to_pylist() for c in got.columns])]
+    w = [tuple(_norm(x) for x in r) for r in zip(*[c.to_pylist() for c in want.columns])]
+    if len(g) != len(w):
+        return f"{len(g)} rows, expected {len(w)}"
+    if not ordered:
+        key = lambda r: tuple((x is None, round(x, 6) if isinstance(x, float) else x) for x in r)  # noqa: E731
+        try:
+            g, w = sorted(g, key=key), sorted(w, key=key)
+        except TypeError:
+            g, w = sorted(g, key=repr), sorted(w, key=repr)
+    for i, (a, b) in enumerate(zip(g, w)):
+        for x, y in zip(a, b):
+            if isinstance(x, float) and isinstance(y, float):
+                if not math.isclose(x, y, rel_tol=rel, abs_tol=1e-12):
+                    return f"row {i}: {a} != {b}"
+            elif x != y:
+                return f"row {i}: {a} != {b}"
+    return None
+
+
+def footer_rows(files: list[Path]) -> int:
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
