@@ -134,8 +134,14 @@ def test_nearest_equals_astropy(cluster, seed, log_r, outer):
     assert res.num_rows == (ext.num_rows if outer else len(want))
 
 
-def test_poles_and_ra_wrap(cluster):
-    """Pairs across RA 0/360 and over the poles, at the largest radius the chunking allows."""
+@pytest.mark.parametrize("visit_all", [False, True])
+def test_poles_and_ra_wrap(cluster, monkeypatch, visit_all):
+    """Pairs across RA 0/360 and over the poles, at the largest radius the chunking allows (and
+    with every chunk visited, as when most chunks have external rows)."""
+    from czar.crossmatch import execute
+
+    if visit_all:
+        monkeypatch.setattr(execute, "VISIT_ALL_FRACTION", 0.0)
     qe, tables, _ = cluster
     obj, cat = _catalogue(tables)
     radius = 0.95 * max_radius(PART.num_stripes, PART.num_sub_stripes)

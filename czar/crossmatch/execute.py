@@ -36,6 +36,7 @@ __all__ = ["SEPARATION", "answer_crossmatch", "crossmatch", "match_pairs"]
 
 SEPARATION = "separation_arcsec"
 INTERACTIVE_MAX_CHUNKS = 16
+VISIT_ALL_FRACTION = 0.5   # visit every chunk of the table when this share of them has external rows
 
 
 def _ship(job: MatchJob, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, pa.Table]:
@@ -62,8 +63,9 @@ def _run_workers(czar: Czar, sql: str, assignment: dict[str, np.ndarray], shippe
     def run(addr: str, chunks: np.ndarray) -> None:
         lo, hi = np.searchsorted(chunk_col, [chunks[0], chunks[-1] + 1])
         part = shipped.slice(lo, hi - lo)  # shipped rows are sorted by chunk
-        if chunks.size != np.unique(part.column("chunkId").to_numpy()).size:
-            part = part.filter(pa.array(np.isin(part.column("chunkId").to_numpy(), chunks)))
+        inside = np.isin(part.column("chunkId").to_numpy(), chunks, assume_unique=False)
+        if not inside.all():  # the worker's chunks are not one run: keep only its own
+            part = part.filter(pa.array(inside))
         lane = "interactive" if chunks.size <= INTERACTIVE_MAX_CHUNKS else "scan"
         kw = {"query_id": f"{qid}-{addr}", "chunk_ids": chunks, "uploads": {UPLOAD: part}, "lane": lane,
                   "timeout_seconds": timeout}
@@ -131,7 +133,11 @@ def match_pairs(czar: Czar, job: MatchJob, ra: np.ndarray, dec: np.ndarray,
     t1 = time.perf_counter()
     if chunks.size == 0:
         return _empty_parts(job)
-    assignment = czar._assign(SimpleNamespace(table=job.table, tables=[job.table]), chunks)
+    visit = chunks
+    if chunks.size >= VISIT_ALL_FRACTION * job.table.chunk_array().size:
+        # most chunks have external rows: read whole files rather than filter on ~all chunk ids
+        visit = job.table.chunk_array()
+    assignment = czar._assign(SimpleNamespace(table=job.table, tables=[job.table]), visit)
     sql = algorithm.worker_sql(job)
     batches = _run_workers(czar, sql, assignment, shipped, timeout)
     t2 = time.perf_counter()
