@@ -56,6 +56,10 @@ _COMMANDS = [
              "Assign the data files of the store ROOT to the workers of cluster.yaml with R replicas each, "
              "balanced by bytes, and write each worker's data directory (copies, hard links or symlinks); "
              "run again after adding a worker: only the files the new placement needs move."),
+    _Command("status", "czar.status_cli", "add_arguments", "run",
+             "workers up/down, chunks and replicas per table, running queries of a cluster",
+             "Ask the workers of cluster.yaml (and the czar, if it answers) for their state: workers up or "
+             "down, chunks and live replicas per table, queries running now."),
     _Command("query", "czar.cli", "add_arguments", "run",
              "run one ADQL or Qserv query and print or write the result",
              "Run one query against a czar (--url) or a local cluster over a store (--root)."),

@@ -354,3 +354,22 @@ def test_query_errors_are_not_retried(healthy):
     assert "cancelled" in str(res.get("error"))
     assert qe.czar.failovers == before
     assert all(qe.czar._health.is_up(w.address) for w in qe.workers)
+
+
+def test_status_cli(healthy, tmp_path, capsys):
+    qe, _ = healthy
+    cfg = tmp_path / "cluster.yaml"
+    workers = "\n".join(f"  - {w.address}" for w in qe.workers)
+    # http on a port nothing listens on: the czar is "not reachable", the workers answer
+    cfg.write_text(f"metadata_root: {qe.root}\nsecret_file: {qe.workers[0].workdir / 'secret'}\n"
+                   f"http: {{host: 127.0.0.1, port: 9}}\nworkers:\n{workers}\n")
+    assert qengine_main(["status", "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\tup\t") == 3
+    assert f"{DB}.Source\tchild" in out and "replicas 2..2" in out
+    assert "czar: not reachable" in out
+    qe.workers[0].kill()
+    assert qengine_main(["status", "--config", str(cfg), "--timeout", "1"]) == 1
+    out = capsys.readouterr().out
+    assert out.count("\tup\t") == 2 and f"{qe.workers[0].address}\tDOWN" in out
+    assert "replicas 1..2" in out
