@@ -33,8 +33,8 @@ from worker.sqlfuncs import register
 
 DATA = Path(__file__).parent / "data"
 HIP = Table(name="Hipparcos", role="director", id_column="hip", ra_column="ra", dec_column="dec",
-            columns=(Column("hip", "long", nullable=False), Column("ra", "double", unit="deg"),
-                     Column("dec", "double", unit="deg"), Column("hpmag", "float", unit="mag")))
+            columns=(Column("hip", "long", nullable=False), Column("ra", "double", unit="deg", ucd="pos.eq.ra;meta.main"),
+                     Column("dec", "double", unit="deg", ucd="pos.eq.dec;meta.main"), Column("hpmag", "float", unit="mag")))
 HIP_PART = Partitioning(num_stripes=85, num_sub_stripes=12, overlap=0.01667)
 T = f"{DB}.Object"
 TOL = 1e-9  # degrees
@@ -390,3 +390,35 @@ def test_cli_errors(tmp_path, capsys):
     args = p.parse_args(["--root", str(tmp_path), "--table", "x.Y", "--radius", "1arcsec", str(tmp_path / "x.csv")])
     assert cli_run(args) == 2
     assert "no RA column found among a, b" in capsys.readouterr().err
+
+
+def test_cli_cluster(cluster, tmp_path, capsys):
+    """``--cluster URL``: the positions go to a running czar's TAP service as an UPLOAD."""
+    from czar.server import HttpServer, make_app
+
+    qe, _, _ = cluster
+    gaia = pq.read_table(DATA / "xmatch_gaia.parquet").slice(0, 1500)
+    write_table(gaia, tmp_path / "in.parquet")
+    server = HttpServer(make_app(qe.czar, tmp_path / "jobs")).start()
+    try:
+        p = argparse.ArgumentParser()
+        add_arguments(p)
+        for extra in ([], ["--nearest", "--outer"]):
+            out = tmp_path / f"out{len(extra)}.parquet"
+            args = p.parse_args(["--cluster", server.url, "--table", "hip.Hipparcos", "--radius", "5arcsec",
+                                 "--columns", "hip", "--out", str(out), *extra, str(tmp_path / "in.parquet")])
+            assert cli_run(args) == 0, capsys.readouterr().err
+            got = read_table(out)
+            want = crossmatch(qe.czar, "hip.Hipparcos", gaia, 5 / 3600, columns=["hip"], nearest=bool(extra),
+                              outer=bool(extra))
+            assert got.column_names == want.column_names
+            assert sorted(zip(got["source_id"].to_pylist(), got["hip"].to_pylist()), key=repr) == \
+                sorted(zip(want["source_id"].to_pylist(), want["hip"].to_pylist()), key=repr)
+            assert np.allclose(np.nan_to_num(got["separation_arcsec"].to_numpy(zero_copy_only=False)),
+                               np.nan_to_num(want["separation_arcsec"].to_numpy(zero_copy_only=False)), atol=1e-6)
+        bad = p.parse_args(["--cluster", server.url, "--table", "hip.Nope", "--radius", "5arcsec",
+                            str(tmp_path / "in.parquet")])
+        assert cli_run(bad) == 2
+        assert "hip.Nope" in capsys.readouterr().err
+    finally:
+        server.shutdown()

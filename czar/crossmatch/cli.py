@@ -144,6 +144,10 @@ def _remote_positions(url: str, table: str) -> tuple[str, str]:
     dec = [c for u, c in pairs if u and u.lower().startswith("pos.eq.dec")]
     if not pairs:
         raise QEngineError(f"the czar knows no table {table}")
+    if not ra or not dec:  # no UCDs: the usual names
+        names = {c.lower(): c for _, c in pairs}
+        ra = [names[n] for n in ("coord_ra", *_RA_NAMES) if n in names][:1]
+        dec = [names[n] for n in ("coord_dec", *_DEC_NAMES) if n in names][:1]
     if not ra or not dec:
         raise QEngineError(f"{table} has no columns with UCDs pos.eq.ra/pos.eq.dec: cannot tell its positions")
     main = lambda cs, u: next((c for uu, c in pairs if uu and uu.lower().startswith(u) and "main" in uu.lower()), cs[0])
