@@ -59,7 +59,7 @@ def _czar_queries(base: str, timeout: float) -> dict:
     return out
 
 
-def cluster_status(cfg: dict, timeout: float = 2.0) -> dict:
+def cluster_status(cfg: dict, timeout: float = 2.0, czar_url: str | None = None) -> dict:
     """Workers, per-table replica counts and running queries for a loaded cluster config."""
     addrs = [w if isinstance(w, str) else w["address"] for w in cfg["workers"]]
     with ThreadPoolExecutor(max_workers=min(16, len(addrs))) as pool:
@@ -84,7 +84,9 @@ def cluster_status(cfg: dict, timeout: float = 2.0) -> dict:
                         "unavailable": [c for c, n in zip(want, counts) if n == 0][:20],
                         "unavailable_count": sum(1 for n in counts if n == 0)}
     http = cfg.get("http") or {}
-    base = f"http://{http.get('host', '127.0.0.1')}:{http.get('port', 8080)}"
+    host = http.get("host", "127.0.0.1")
+    host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # a listen-everywhere address
+    base = (czar_url or f"http://{host}:{http.get('port', 8080)}").rstrip("/")
     return {"workers": workers, "tables": tables, "czar": _czar_queries(base, timeout)}
 
 
@@ -125,6 +127,7 @@ def format_status(st: dict) -> str:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, required=True, help="cluster.yaml (workers, secret_file, metadata_root, http)")
     p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each worker (default 2)")
+    p.add_argument("--url", help="the czar's HTTP address (default: from the config's http host and port)")
     p.add_argument("--json", action="store_true", help="print the status as JSON")
     p.epilog = "exit status: 0 all workers up, 1 a worker down, 2 a chunk has no live replica"
 
@@ -132,7 +135,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from czar.server import load_cluster_config
 
-    st = cluster_status(load_cluster_config(args.config), args.timeout)
+    st = cluster_status(load_cluster_config(args.config), args.timeout, args.url)
     if args.json:
         for w in st["workers"]:  # chunk lists are long: counts only
             for t in w.get("tables", {}).values():
