@@ -541,6 +541,7 @@ def _write_chunk_files(data_spill: StripeSpill, over_spill: StripeSpill, stats: 
                         cid = t.column(place.CHUNK_COL)
                         bounds[:] = [bounds[0] if bounds else int(cid[0].as_py()), int(cid[-1].as_py())]
                     yield t
+                    del t  # written: free it before the next run is read
 
             rows, nbytes = write_parquet_runs(tables(), path, spill.schema, options.row_group_rows,
                                               [place.CHUNK_COL, place.SUB_CHUNK_COL])

@@ -93,13 +93,9 @@ class StripeSpill:
             table.column(SUB_CHUNK_COL).to_numpy().astype(np.int64)
         order = pa.array(np.argsort(key, kind="stable"))
         del key
-        # One column at a time: the only copy alive besides the output is one concatenated
-        # column (Table.take of a many-chunk table was also 1.7x slower, measured).
-        columns = []
-        for col in table.columns:
-            arr = col.chunk(0) if col.num_chunks == 1 else pa.concat_arrays(col.chunks)
-            columns.append(arr.take(order))
-        return pa.Table.from_arrays(columns, schema=self.schema)
+        # Table.take does not concatenate the chunks first (pyarrow 26, measured): the one
+        # copy is the output (measured: cheaper than concatenating column by column).
+        return table.take(order)
 
 
 def _writer_options(schema: pa.Schema, sorting: list[str] | None) -> dict:
@@ -131,15 +127,16 @@ def write_parquet_runs(tables: Iterable[pa.Table], path: Path, schema: pa.Schema
     at a time; returns (rows, bytes written).  Nothing is created when all tables are empty."""
     writer = None
     rows = 0
+    it = iter(tables)
     try:
-        for t in tables:
-            if t.num_rows == 0:
-                continue
-            if writer is None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                writer = pq.ParquetWriter(str(path), schema, **_writer_options(schema, sorting))
-            writer.write_table(t, row_group_size=row_group_rows)
-            rows += t.num_rows
+        while (t := next(it, None)) is not None:
+            if t.num_rows:
+                if writer is None:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    writer = pq.ParquetWriter(str(path), schema, **_writer_options(schema, sorting))
+                writer.write_table(t, row_group_size=row_group_rows)
+                rows += t.num_rows
+            del t  # before the next run is made: one run in memory, not two
     finally:
         if writer is not None:
             writer.close()
