@@ -130,7 +130,7 @@ class _Digests:
                 if self._stop.is_set():
                     return
                 self._digests.append(_file_digest(p, self._stop))
-        except BaseException as exc:  # handed to result()
+        except BaseException as exc:  # noqa: BLE001 - handed to result()
             self._error = exc
 
     def result(self) -> list[str]:
@@ -534,7 +534,7 @@ def _write_chunk_files(data_spill: StripeSpill, over_spill: StripeSpill, stats: 
             path = out / kind / name
             bounds: list[int] = []
 
-            def tables() -> Iterator[pa.Table]:
+            def tables(spill: StripeSpill = spill, bounds: list[int] = bounds) -> Iterator[pa.Table]:
                 for a, b in runs:
                     t = spill.read_range_sorted(a, b)
                     if t.num_rows:
@@ -584,7 +584,9 @@ def _raise_duplicates(dups: list[int], table: Table, index_dir: Path, paths: Seq
             vals = col.to_numpy(zero_copy_only=False)
             for i in np.flatnonzero(np.isin(vals, wanted)).tolist():
                 line = int(b.line_numbers[i]) if b.line_numbers is not None else b.first_line + i
+                # (in skip mode a copy rejected for its position would be listed too)
                 where[int(vals[i])].append((str(paths[k]), line))
+
     def unit(f: str) -> str:
         fmt = spec.format or detect_format(f)
         return "line" if fmt.lower() in ("csv", "tsv") else "row"
