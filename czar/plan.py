@@ -14,6 +14,7 @@ from sqlglot import exp
 from czar.dialects import parse, to_duckdb
 from czar.metadata import CHUNK_COLUMNS, Metadata, TableInfo
 from czar.planner.aggregate import split
+from czar.planner import neighbour
 from czar.planner.index import IdRestriction, id_restriction
 from czar.planner.spatial import spatial_restriction
 from qengine.errors import QueryError
@@ -94,8 +95,8 @@ def _table_refs(tree: exp.Select, metadata: Metadata, database: str | None) -> l
         alias = t.alias or info.name
         if any(r.alias.lower() == alias.lower() for r in refs):
             if any(r.info is info for r in refs) and info.role == "director":
-                raise QueryError(f"self-joins of {info.database}.{info.name} (near-neighbour queries) are not "
-                                 "supported yet")
+                raise QueryError(f"{info.database}.{info.name} appears twice: give each occurrence its own alias "
+                                 "(e.g. FROM Object AS o1, Object AS o2 for a near-neighbour join)")
             raise QueryError(f"table alias {alias!r} is used twice: give each table its own alias")
         refs.append(_Ref(t, info, alias, {alias.lower()} | ({info.name.lower(), t.name.lower()} if not t.alias else set())))
     return refs
@@ -146,8 +147,8 @@ def _check_co_location(tree: exp.Select, refs: list[_Ref]) -> None:
     if len(roots) > 1:
         keys = ", ".join(f"{r.alias}.{r.key}" for r in parts)
         raise QueryError("partitioned tables can only be joined on the director key so that rows meet in one "
-                         f"chunk: add an equality between {keys} (near-neighbour and other joins are not "
-                         "supported yet)")
+                         f"chunk: add an equality between {keys} (or, joining a director with itself, a distance "
+                         "predicate: a near-neighbour join)")
 
 
 def _check_columns(tree: exp.Select, refs: list[_Ref]) -> None:
@@ -220,19 +221,39 @@ def _is_plain_count(tree: exp.Select) -> bool:
     return isinstance(e, exp.Count) and isinstance(e.this, exp.Star)
 
 
-def _expand_star(tree: exp.Select, info: TableInfo) -> None:
-    """``*`` is the catalogue's columns, without the internal chunkId/subChunkId."""
+def _expand_star(tree: exp.Select, info: TableInfo, hidden: tuple[str, ...] = ()) -> None:
+    """``*`` is the catalogue's columns, without the internal chunkId/subChunkId (and ``hidden``)."""
     if not info.partitioned:
         return
     for star in list(tree.find_all(exp.Star)):
         parent = star.parent
         if isinstance(parent, exp.Count):
             continue
-        except_ = [exp.column(c) for c in CHUNK_COLUMNS]
+        except_ = [exp.column(c) for c in (*CHUNK_COLUMNS, *hidden)]
         if isinstance(parent, exp.Column):  # alias.*
             parent.set("this", exp.Star(except_=except_))
         elif isinstance(parent, exp.Select):
             star.set("except_", except_)
+
+
+def _neighbour_join(tree: exp.Select, refs: list[_Ref]) -> neighbour.NeighbourJoin | None:
+    """A near-neighbour self-join: two occurrences of one director joined by a distance predicate
+    (czar/planner/neighbour.py); refs[near] is then the first of them in FROM."""
+    dirs = [r for r in refs if r.info.role == "director"]
+    if len(dirs) < 2:
+        return None
+    m = dirs[0].info.manifest
+    if any((r.info.database.lower(), r.info.name.lower()) != (m.database.lower(), m.table.lower()) for r in dirs):
+        return None
+    nj = neighbour.find(tree, [neighbour.Side(r.alias, frozenset(r.qualifiers)) for r in refs],
+                        m.ra_column, m.dec_column)
+    if nj is None:
+        return None
+    if len(refs) > 2:
+        raise QueryError("a near-neighbour join may join only two occurrences of a director table "
+                         "(joins with other tables are not supported yet)")
+    neighbour.check_radius(nj, dirs[0].info.chunker().overlap, f"{m.database}.{m.table}")
+    return nj
 
 
 def _cap_limit(tree: exp.Select, maxrec: int) -> None:
@@ -262,9 +283,11 @@ def plan_query(sql: str, metadata: Metadata, *, lang: str = "adql", database: st
     _refuse_unsupported(tree)
     refs = _table_refs(tree, metadata, database)
     _check_columns(tree, refs)
-    _check_co_location(tree, refs)
+    nn = _neighbour_join(tree, refs)
+    if nn is None:
+        _check_co_location(tree, refs)
     parts = [r for r in refs if r.info.partitioned]
-    director = next((r for r in parts if r.info.role == "director"), None)
+    director = refs[nn.near] if nn else next((r for r in parts if r.info.role == "director"), None)
     anchor = director or (parts[0] if parts else refs[0])
     info = anchor.info
 
@@ -277,6 +300,10 @@ def plan_query(sql: str, metadata: Metadata, *, lang: str = "adql", database: st
         sr = spatial_restriction(tree, d.ra_column, d.dec_column, director.qualifiers,
                                  alias=director.node.alias or None)
         tree = sr.select
+        if nn is not None:  # o2 restricted: the pairs' o1 rows lie within the radius of its regions
+            far = refs[nn.far]
+            sr.regions += neighbour.far_regions(spatial_restriction(tree, d.ra_column, d.dec_column, far.qualifiers,
+                                                                    alias=far.alias).regions, nn.radius)
         if sr.regions:
             chunker = director.info.chunker()
             sets = [set(r.chunk_ids(chunker).tolist()) for r in sr.regions]
@@ -285,7 +312,7 @@ def plan_query(sql: str, metadata: Metadata, *, lang: str = "adql", database: st
     elif any(f.name.lower().startswith("qserv_areaspec") for f in tree.find_all(exp.Anonymous)):
         raise QueryError(f"qserv_areaspec_* needs a director table with positions; "
                          f"{info.database}.{info.name} is a {info.role} table")
-    for r in parts:  # the director key restricted anywhere narrows every co-located table
+    for r in ([director] if nn else parts):  # the director key restricted anywhere narrows every co-located table
         idr = id_restriction(tree, r.key, r.qualifiers)
         if idr is not None:
             index_table = r.info if r.info.role == "director" else metadata.resolve(
@@ -299,17 +326,27 @@ def plan_query(sql: str, metadata: Metadata, *, lang: str = "adql", database: st
     for r, node in zip(refs, [from_.this] + [j.this for j in tree.args.get("joins") or []]):
         r.node = node
     if any(r.info.partitioned for r in refs):
-        _expand_star(tree, info if info.partitioned else parts[0].info)
+        _expand_star(tree, info if info.partitioned else parts[0].info, (neighbour.CELL,) if nn else ())
     read = _columns_read(tree, refs)
-    placeholders = {}
+    placeholders, table_placeholders = {}, {}
     for i, r in enumerate(refs):
         marker = f"__qengine_table_{i}__"
         cols = read.get(id(r))
         hint = "|" + ",".join(sorted(cols)) if cols and r.info.partitioned and \
             len(cols) < len(r.info.columns) else ""
         placeholders[marker] = "{{" + f"{r.info.database}.{r.info.name}{hint}" + "}}"
+        table_placeholders[placeholders[marker]] = r.info
         r.node.replace(exp.Table(this=exp.to_identifier(marker), alias=exp.TableAlias(this=exp.to_identifier(r.alias)),
                                  joins=r.node.args.get("joins")))
+    if nn is not None:  # o1: the chunks' rows, o2: rows and overlap, meeting in (chunkId, cell)
+        near, far = refs[nn.near], refs[nn.far]
+        m = near.info.manifest
+        far_ph = placeholders[f"__qengine_table_{nn.far}__"]
+        overlap_ph = far_ph.replace(f".{far.info.name}", f".{far.info.name}__overlap", 1)
+        table_placeholders[overlap_ph] = far.info
+        placeholders[f"__qengine_table_{nn.near}__"], placeholders[f"__qengine_table_{nn.far}__"] = neighbour.sources(
+            placeholders[f"__qengine_table_{nn.near}__"], far_ph, overlap_ph, m.ra_column, m.dec_column, nn.radius)
+        tree.where(neighbour.join_condition(near.alias, far.alias), append=True, copy=False)
     # Column qualifiers naming the database or the table (db.table.col) become the alias.
     for col in tree.find_all(exp.Column):
         if col.args.get("db"):
@@ -341,4 +378,4 @@ def plan_query(sql: str, metadata: Metadata, *, lang: str = "adql", database: st
                 id_restriction=idr, index_table=index_table, count_from_stats=count, count_name=count_name,
                 column_meta=meta, tables=[r.info for r in parts], merge_rename=sp.rename,
                 merge_limit=sp.limit, merge_offset=sp.offset,
-                table_placeholders={placeholders[f"__qengine_table_{i}__"]: r.info for i, r in enumerate(refs)})
+                table_placeholders=table_placeholders)
