@@ -7,8 +7,8 @@ cache (generated once when absent), ingested once into a store of this suite's o
 (``$QENGINE_CACHE/bench/neighbour-N/store``, the catalogue's partitioning: 340 x 3 stripes, 1'
 overlap).
 
-Each contender runs in its own child process, so that its peak RSS (``ru_maxrss``; for qengine
-also each worker process's ``VmHWM``) is its own:
+Each contender runs in its own child process, so that its peak RSS (``VmHWM``; for qengine also each
+worker process's) is its own:
 
 1. qengine: ``LocalCluster(store, workers=2, threads=1)`` and the ADQL query
    ``SELECT o1.objectId, o2.objectId FROM dp02.Object o1, dp02.Object o2 WHERE
@@ -30,7 +30,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -64,7 +63,9 @@ def checksum(id1: np.ndarray, id2: np.ndarray) -> int:
 
 
 def _peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    """This process's peak RSS. VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a
+    child would report its parent's peak."""
+    return _hwm_mib(os.getpid())
 
 
 def _cpu_s(pid: int) -> float:
@@ -287,8 +288,8 @@ def run(args: argparse.Namespace) -> tuple[str, str]:
         f"planning, the workers' zone join over chunk + overlap rows and streaming every pair to the czar. astropy: "
         f"`search_around_sky` on the positions in memory (loading them took {a['load_s']:.1f} s, not counted), self "
         f"pairs dropped. DuckDB: the zones form of DESIGN.md written independently of the planner, over the "
-        f"unpartitioned input files. Each contender ran in its own process (peak RSS = its `ru_maxrss`; qengine "
-        f"adds each worker's `VmHWM`; CPU = user + system time of the process, for qengine the czar's and both "
+        f"unpartitioned input files. Each contender ran in its own process (peak RSS = its `VmHWM`, for qengine "
+        f"the czar's plus each worker's; CPU = user + system time of the process, for qengine the czar's and both "
         f"workers' during the query). Pairs equal across all three (count and order-free checksum): "
         f"**{'yes' if same else 'NO'}**"
         + (f" ({a['on_edge']} astropy pairs exactly at the radius)" if a.get("on_edge") else "") + ". "
