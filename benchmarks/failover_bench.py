@@ -143,6 +143,7 @@ def run(args: argparse.Namespace) -> tuple[str, str]:
     _log(f"LocalCluster(workers=3, replicas=2, threads={threads}); health every {interval} s, deadline {timeout} s")
     rows: dict[str, list] = {"none": [], "kill": [], "stop": []}
     redisp: dict[str, list] = {"kill": [], "stop": []}
+    paired: dict[str, list] = {"kill": [], "stop": []}  # faulty run minus the no-failure run just before
     with LocalCluster(store, workers=3, replicas=2, threads=threads, health_interval=interval,
                       health_timeout=timeout) as cl:
         cl.query(sql, lang="qserv")  # warm-up: footers, page cache
@@ -162,6 +163,7 @@ def run(args: argparse.Namespace) -> tuple[str, str]:
                 if not _same(got, reference):
                     raise RuntimeError(f"the answer after a {fault} differs from the no-failure answer")
                 rows[fault].append(secs)
+                paired[fault].append(secs - rows["none"][-1])
                 redisp[fault].append(rd)  # None: the victim's part had ended before the fault
                 _log(f"round {i + 1}/{reps} {fault}: {secs:.2f} s (no failure {rows['none'][-1]:.2f} s), "
                      f"re-dispatched {rd if rd is None else round(rd, 3)} s after the fault")
@@ -178,18 +180,20 @@ def run(args: argparse.Namespace) -> tuple[str, str]:
         f"Each round runs the query without failure, then with a fault injected at {AT:.0%} of the median "
         "no-failure time on a different worker each round; every answer equals the no-failure answer "
         f"({failovers} failovers in all).\n",
-        "| run | rounds | median s | extra vs no failure | min..max s | rounds with a failover | "
-        "re-dispatch after the fault (median) |",
+        "| run | rounds | median s | min..max s | extra, paired with the run before (median; each) | "
+        "rounds with a failover | re-dispatch after the fault (median) |",
         "|---|---|---|---|---|---|---|",
-        f"| no failure | {len(rows['none'])} | {med['none']:.2f} | — | {min(rows['none']):.2f}..{max(rows['none']):.2f} "
-        "| — | — |",
+        f"| no failure | {len(rows['none'])} | {med['none']:.2f} | {min(rows['none']):.2f}..{max(rows['none']):.2f} "
+        "| — | — | — |",
     ]
     for fault, label in (("kill", "one worker killed (kill -9) mid-way"),
                          ("stop", "one worker stalled (SIGSTOP) mid-way")):
         rd = [x for x in redisp[fault] if x is not None and x == x]
         hit = sum(1 for x in redisp[fault] if x is not None)
-        lines.append(f"| {label} | {len(rows[fault])} | {med[fault]:.2f} | {med[fault] - med['none']:+.2f} s "
-                     f"({med[fault] / med['none']:.2f}x) | {min(rows[fault]):.2f}..{max(rows[fault]):.2f} | {hit} | "
+        pm = statistics.median(paired[fault])
+        each = ", ".join(f"{x:+.2f}" for x in paired[fault])
+        lines.append(f"| {label} | {len(rows[fault])} | {med[fault]:.2f} | {min(rows[fault]):.2f}..{max(rows[fault]):.2f} | "
+                     f"{pm:+.2f} s ({pm / med['none']:+.0%}; {each}) | {hit} | "
                      f"{(f'{statistics.median(rd):.2f} s' if rd else 'n/a')} |")
     lines.append(
         "\nWhy: a failed part is run again whole on the other replicas of its chunks (its partial "

@@ -58,7 +58,7 @@ class Czar:
     """Plans and runs queries on a set of workers, given the tables' metadata."""
 
     def __init__(self, metadata: Metadata, workers: list[WorkerClient], *, health_interval: float = 1.0,
-                 health_timeout: float = 1.0) -> None:
+                 health_timeout: float = 2.0) -> None:
         """``health_interval``: seconds between health checks of every worker (0: none);
         ``health_timeout``: the deadline of one check (a stalled worker misses it)."""
         if not workers:
@@ -357,9 +357,10 @@ class Czar:
                 self._health.untrack(part)
 
         def launch(addr: str, chunks, attempt: int, inline: bool = False) -> _Part:
-            wid = f"{qid}-{addr}" if attempt == 0 else f"{qid}-{addr}-r{attempt}"
-            part = _Part(addr, chunks, wid, attempt)
             with self._merge_lock:
+                # unique per call: two failed parts may both be re-dispatched to one worker
+                wid = f"{qid}-{addr}" if attempt == 0 else f"{qid}-{addr}-r{len(state['parts'])}"
+                part = _Part(addr, chunks, wid, attempt)
                 state["parts"].append(part)
             self._health.track(part)
             if inline:
@@ -445,6 +446,14 @@ class Czar:
         code = exc.code if isinstance(exc, WorkerError) else None
         if code in WORKER_DOWN_CODES:
             self._health.mark_down(part.addr, f"{code} during a query")
+            return True
+        if code == "NOT_FOUND" and "not held" in str(exc):
+            # the worker's files changed since its inventory was read (qengine place ran): read
+            # it again and place the chunks anew
+            try:
+                self._read_inventory(self._client(part.addr))
+            except WorkerError:
+                self._health.mark_down(part.addr, "inventory unreadable")
             return True
         if code in QUERY_ERROR_CODES:
             return False

@@ -110,7 +110,7 @@ class LocalCluster:
     """
 
     def __init__(self, root: str | os.PathLike, workers: int = 2, *, replicas: int | None = None,
-                 threads: int = 1, health_interval: float = 1.0, health_timeout: float = 1.0) -> None:
+                 threads: int = 1, health_interval: float = 1.0, health_timeout: float = 2.0) -> None:
         """``replicas``: place R copies of every chunk over per-worker directories (None: every
         worker serves the whole root). ``health_interval``/``health_timeout``: the czar's checks."""
         self.root = Path(root).resolve()
