@@ -26,13 +26,7 @@ def suite(tmp_path_factory):
         yield ds, qe, oracle_connection(ds)
 
 
-# near-neighbour self-joins are being built (issue 6): until the planner takes them they fail
-_PENDING = {q.id for q in QUERIES if q.category == "near-neighbour"}
-
-
-@pytest.mark.parametrize("q", [pytest.param(q, marks=pytest.mark.xfail(
-    reason="near-neighbour planner not merged yet (issue 6)", strict=False)) if q.id in _PENDING else q
-    for q in QUERIES], ids=[q.id for q in QUERIES])
+@pytest.mark.parametrize("q", QUERIES, ids=[q.id for q in QUERIES])
 def test_query_equals_single_duckdb(suite, q):
     ds, qe, con = suite
     sql, _ = q.render(ds.params)
