@@ -22,7 +22,7 @@ from czar.dialects import parse, to_duckdb
 from czar.health import QUERY_ERROR_CODES, WORKER_DOWN_CODES, HealthMonitor, _Part
 from czar.plan import PARTS, Plan, plan_query
 from qengine.errors import QEngineError, QueryError
-from qengine.workerclient import ExecuteSummary, WorkerClient, WorkerError
+from qengine.workerclient import WorkerClient, WorkerError
 from qengine.sqlfuncs import register
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -15,7 +14,7 @@ import pytest
 from czar.dialects import parse, to_duckdb
 from czar.local import LocalCluster
 from czar.place_cli import current_holdings, plan_for, write_worker_dirs
-from czar.placement import PlacedFile, place, store_files
+from czar.placement import PlacedFile, place
 from qengine.cli import main as qengine_main
 from qengine.errors import QueryError
 from tests.helpers import DB, build_store
@@ -108,6 +107,49 @@ def test_placement_errors():
         place(_files(), [], 2)
     with pytest.raises(Exception, match="replicas"):
         place(_files(), ["a"], 0)
+
+
+def test_assign_among_live_replicas():
+    """The czar's vectorised assignment: every chunk once, to a live holder, rows balanced."""
+    from types import SimpleNamespace
+
+    from czar.engine import Czar
+
+    rng = np.random.default_rng(5)
+    chunks = np.sort(rng.choice(100_000, 20_000, replace=False)).astype(np.int64)
+    rows = rng.integers(1, 1000, chunks.size)
+    table = SimpleNamespace(database="db", name="T",
+                            chunk_row_weights=lambda want: rows[np.searchsorted(chunks, want)])
+    addrs = ["wa:7001", "wb:7001", "wc:7001", "wd:7001"]
+    runs = np.array_split(np.arange(chunks.size), 40)  # runs of chunks, each on 2 workers
+    held = {a: [] for a in addrs}
+    pairs = []
+    for r in runs:
+        pair = [str(a) for a in rng.choice(addrs, 2, replace=False)]
+        pairs.append(pair)
+        for a in pair:
+            held[a].append(chunks[r])
+    czar = object.__new__(Czar)
+    czar.workers = [SimpleNamespace(address=a) for a in addrs]
+    czar._holdings = {a: {("db", "t"): np.sort(np.concatenate(h))} for a, h in held.items()}
+    down = {"wc:7001"}
+    czar._health = SimpleNamespace(is_up=lambda a: a not in down, state=lambda a: SimpleNamespace(reason="test"))
+    plan = SimpleNamespace(table=table, tables=[table])
+    want = chunks[::3]
+    out = czar._assign(plan, want)
+    assert "wc:7001" not in out
+    assert np.array_equal(np.sort(np.concatenate(list(out.values()))), want)  # each chunk once
+    for a, cs in out.items():
+        assert np.isin(cs, czar._holdings[a][("db", "t")]).all()
+    load = {a: int(rows[np.searchsorted(chunks, cs)].sum()) for a, cs in out.items()}
+    assert max(load.values()) <= 1.2 * sum(load.values()) / len(load)
+    # both replicas of a run down: a clear error naming its chunks and both workers
+    down.clear()
+    down.update(pairs[0])
+    with pytest.raises(QueryError, match=r"no live replica for chunk\(s\)") as err:
+        czar._assign(plan, chunks)
+    assert str(chunks[runs[0][0]]) in str(err.value)
+    assert all(f"{a} is down" in str(err.value) for a in pairs[0])
 
 
 # ------------------------------------------------------------------ a store, its oracle
@@ -231,7 +273,7 @@ def _run_in_thread(qe, sql, qid):
 def test_replicated_cluster_answers(healthy):
     qe, con = healthy
     holders = defaultdict(int)
-    for addr, tables in qe.czar._holdings.items():
+    for tables in qe.czar._holdings.values():
         for c in tables[(DB.lower(), "source")].tolist():
             holders[c] += 1
     assert set(holders.values()) >= {2}
