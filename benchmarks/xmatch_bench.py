@@ -4,7 +4,7 @@ LSDB ``crossmatch`` vs astropy, side by side in one run; and a 1,000-row upload 
 Data: the catalogue is ``dp02.Object`` of the czar benchmark's store (10M LSST-like objects,
 340 x 3 stripes; ``$QENGINE_CACHE/bench/czar-10000000/store``, read only; built by ``qengine
 bench --suite czar`` when missing). The external table is 1M catalogue positions drawn at random
-(seed 8) and moved by 0 to 1.5" in a random direction, so about 44% of them lie within 1" of
+(seed 8) and moved by 0 to 1.5" in a random direction, so about 67% of them lie within 1" of
 their source. For LSDB both tables are written as HATS catalogues by hats-import (with a 5"
 margin cache for the catalogue, so matches across HEALPix pixel edges are found); for astropy they
 are SkyCoord arrays. Everything derived is cached under ``bench/xmatch-10000000``.
