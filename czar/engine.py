@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from czar.metadata import Metadata, TableInfo
 from czar.compose import Steps, needs_steps
+from czar.crossmatch import answer_crossmatch
 from czar.dialects import parse, to_duckdb
 from czar.health import QUERY_ERROR_CODES, WORKER_DOWN_CODES, HealthMonitor, _Part
 from czar.plan import PARTS, Plan, plan_query
@@ -261,6 +262,10 @@ class Czar:
     def _answer(self, sql: str, tree, lang: str, database: str | None, maxrec: int | None,
                 uploads: dict[str, pa.Table] | None, max_rows: int, timeout: float, qid: str) -> pa.Table:
         """One plain SELECT through the cluster: plan, fan out, merge."""
+        # an uploaded table matched by position with a director: chunk by chunk (czar/crossmatch)
+        xm = answer_crossmatch(self, tree, sql, lang, database, uploads, maxrec)
+        if xm is not None:
+            return xm
         plan = plan_query(sql, self.metadata.with_uploads(uploads), lang=lang, database=database,
                           maxrec=maxrec, tree=tree)
         if plan.count_from_stats is not None:

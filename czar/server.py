@@ -70,7 +70,9 @@ def load_cluster_config(path: str | Path) -> dict:
 
 def czar_from_config(cfg: dict) -> Czar:
     workers = [WorkerClient(w if isinstance(w, str) else w["address"], cfg.get("secret")) for w in cfg["workers"]]
-    return Czar(Metadata(cfg["metadata_root"]), workers)
+    health = cfg.get("health") or {}   # {interval: s, timeout: s} of the workers' health checks
+    return Czar(Metadata(cfg["metadata_root"]), workers, health_interval=float(health.get("interval", 1.0)),
+                health_timeout=float(health.get("timeout", 2.0)))
 
 
 # ---------------------------------------------------------------------- /api/v1
@@ -124,8 +126,12 @@ def _api_routes(czar: Czar) -> list[Route]:
 
         return await _answer(run)
 
+    async def status(request: Request) -> Response:
+        return JSONResponse(czar.status())   # workers up/down, tables held, running queries
+
     return [Route("/api/v1/health", health, methods=["GET"]),
             Route("/api/v1/health/", health, methods=["GET"]),
+            Route("/api/v1/status", status, methods=["GET"]),
             Route("/api/v1/query", query, methods=["POST"]),
             Route("/api/v1/explain", explain, methods=["POST"])]
 

@@ -70,6 +70,10 @@ _COMMANDS = [
              "locate positions in Qserv's chunking (chunk, sub-chunk, bounds, overlap)",
              "Print the chunk and sub-chunk of each RA/Dec position (degrees), the chunk's bounds and "
              "the chunks that receive the position as overlap."),
+    _Command("xmatch", "czar.crossmatch.cli", "add_arguments", "run",
+             "crossmatch a table file (CSV/Parquet/FITS/VOTable) against a hosted director table",
+             "Match every row of FILE with the objects of a hosted director table within a radius, "
+             "chunk by chunk on the workers (all matches, --nearest, --outer)."),
     _Command("bench", "benchmarks.runner", "add_arguments", "run",
              "run benchmarks side by side with reference tools; write benchmarks/RESULTS.md",
              "Run qengine's benchmarks and record ratios to reference tools measured in the same run."),
