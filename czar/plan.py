@@ -1,8 +1,9 @@
 """From a query to a plan: chunks to visit, the SQL each worker runs, and the merge SQL.
 
 Planning is pure (no I/O): the rules in ``czar/planner`` each take and return a sqlglot tree and
-are composed here in order — resolve the table, spatial restriction, director-id restriction,
-statistics shortcut, star expansion, aggregate split — then the trees are written as DuckDB SQL.
+are composed here in order — resolve the table, near-neighbour self-join detection, spatial
+restriction, director-id restriction, statistics shortcut, star expansion, aggregate split — then
+the trees are written as DuckDB SQL (a near-neighbour join's two sides as zone/bin cell subqueries).
 """
 from __future__ import annotations
 
