@@ -12,7 +12,10 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 SUITES = {"chunker": "benchmarks.chunker_bench", "ingest": "benchmarks.ingest_bench",
           "worker": "benchmarks.worker_bench", "czar": "benchmarks.czar_bench",
-          "neighbour": "benchmarks.neighbour_bench"}
+          "neighbour": "benchmarks.neighbour_bench", "xmatch": "benchmarks.xmatch_bench",
+          "failover": "benchmarks.failover_bench", "queries": "benchmarks.suite_bench"}
+#: run by default (``qengine bench`` with no --suite); the science query suite runs with --scale
+DEFAULT_SUITES = ["chunker", "ingest", "worker", "czar", "neighbour", "xmatch", "failover"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -68,6 +71,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     nn.add_argument("--nn-workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
     nn.add_argument("--nn-worker-threads", type=int, default=1,
                     help="DuckDB threads per worker (default 1: 2 workers = the baseline's 2 threads)")
+    fo = p.add_argument_group("failover suite")
+    fo.add_argument("--failover-objects", type=int, default=1_000_000, help="Objects in its store (default 1e6)")
+    fo.add_argument("--failover-reps", type=int, default=3, help="rounds of each fault (default 3)")
+    fo.add_argument("--failover-repeat", type=int, default=60, help="per-row work factor making the scan long")
+    fo.add_argument("--failover-worker-threads", type=int, default=1, help="DuckDB threads per worker (default 1)")
+    qs = p.add_argument_group("science query suite (benchmarks/queries; runs when --scale is given)")
+    qs.add_argument("--scale", choices=["small", "medium", "large"],
+                    help="data scale of the query suite: every query vs one DuckDB, and latency under load")
+    qs.add_argument("--repeat", type=int, default=5, help="runs of every suite query per engine (default 5)")
+    qs.add_argument("--cluster", help="a running czar (http://host:port) instead of a LocalCluster")
+    qs.add_argument("--suite-workers", dest="workers", type=int, default=2,
+                    help="LocalCluster worker processes for the query suite (default 2)")
+    qs.add_argument("--clients", type=int, default=4, help="concurrent cone-search clients in the load test")
+    qs.add_argument("--load-seconds", type=float, default=20.0, help="length of the load test (default 20 s)")
     p.add_argument("--results", type=Path, default=RESULTS, help=f"results file (default {RESULTS})")
     p.add_argument("--no-write", action="store_true", help="print results only")
 
@@ -94,7 +111,9 @@ def update_section(path: Path, title: str, body: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    suites = args.suite or sorted(SUITES)
+    suites = args.suite or (["queries"] if args.scale else DEFAULT_SUITES)
+    if "queries" in suites and not args.scale:
+        args.scale = "small"
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     for name in suites:
         module = importlib.import_module(SUITES[name])

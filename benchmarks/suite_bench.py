@@ -3,7 +3,7 @@ over the same (unpartitioned) data, side by side in one run, plus interactive la
 full scan runs.
 
 Run as ``qengine bench --scale small|medium|large [--repeat N] [--cluster URL]`` (or
-``python -m benchmarks.suite_bench ...``). Data are generated and ingested once per scale
+``python -m benchmarks.suite_bench ...``; ``qengine bench --suite queries`` runs the small scale). Data are generated and ingested once per scale
 (cached under the bench cache directory). Results: a section of ``benchmarks/RESULTS.md`` and a
 plot ``benchmarks/suite-<scale>.png``.
 """
@@ -150,12 +150,9 @@ def _plot(rows: list[dict], path: Path, scale: str) -> bool:
     return True
 
 
-def _markdown(ds, rows: list[dict], load: dict | None, args, plot: Path | None, started: str) -> str:
-    from benchmarks.runner import machine_line
-
+def _markdown(ds, rows: list[dict], load: dict | None, args, plot: Path | None) -> str:
     sizes = ", ".join(f"{k} {v:,}" for k, v in SCALES[args.scale].items())
-    out = [f"_{started}; {machine_line()}_", "",
-           f"Scale `{args.scale}` (objects per catalogue: {sizes}; generated with `catalogs.generate`, "
+    out = [f"Scale `{args.scale}` (objects per catalogue: {sizes}; generated with `catalogs.generate`, "
            f"ingested with each catalogue's partitioning). qengine: "
            + (f"the czar at {args.cluster}" if args.cluster else f"`LocalCluster` with {args.workers} worker processes")
            + "; DuckDB: one in-process connection (2 threads) over the generated, unpartitioned Parquet "
@@ -190,7 +187,6 @@ def _markdown(ds, rows: list[dict], load: dict | None, args, plot: Path | None, 
 
 
 def run(args: argparse.Namespace) -> tuple[str, str]:
-    started = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     directory = cache_root() / f"suite-{args.scale}"
     _log(f"data for scale {args.scale} in {directory} (generated and ingested once)")
     ds = build(args.scale, directory, progress=sys.stderr.isatty())
@@ -210,14 +206,18 @@ def run(args: argparse.Namespace) -> tuple[str, str]:
     plot = RESULTS_DIR / f"suite-{args.scale}.png"
     if args.no_write or not _plot(rows, plot, args.scale):
         plot = None
-    return f"Science query suite ({args.scale})", _markdown(ds, rows, load, args, plot, started)
+    return f"Science query suite ({args.scale})", _markdown(ds, rows, load, args, plot)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.suite_bench", description=__doc__.split("\n\n")[0])
     add_arguments(p)
     args = p.parse_args(argv)
+    from benchmarks.runner import machine_line
+
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     title, body = run(args)
+    body = f"_{stamp}; {machine_line()}_\n\n{body}"
     print(f"## {title}\n{body}")
     if not args.no_write:
         from benchmarks.runner import update_section
