@@ -257,6 +257,8 @@ class Czar:
         else:
             result = self._answer(sql, tree, lang, database, maxrec, uploads, max_rows, timeout, qid)
         log.info("query done in %.3f s: %d rows", time.perf_counter() - t0, result.num_rows)
+        if max_rows and result.num_rows > max_rows:  # each worker's part may be under the limit
+            raise QueryError(_too_large(max_rows))
         return _truncate(result, maxrec)
 
     def _answer(self, sql: str, tree, lang: str, database: str | None, maxrec: int | None,
@@ -434,6 +436,11 @@ class Czar:
             if isinstance(error, QEngineError) and not isinstance(error, WorkerError):
                 raise error
             if isinstance(error, WorkerError):
+                if error.code == "RESOURCE_EXHAUSTED" and "exceeds the limit" in str(error):
+                    raise QueryError(_too_large(max_rows)) from None
+                if error.code == "DEADLINE_EXCEEDED":
+                    raise QueryError(f"the query ran longer than its time limit ({timeout:g} s): narrow it (a "
+                                     "smaller region, more selective conditions) or run it as an async job") from None
                 raise QueryError(f"worker {error.worker}: {error}") from None
             raise QEngineError(f"query failed: {error!r}") from error
         kept = done + [p for p in pending if p.batches]  # a LIMIT met: rows of unfinished parts count too
@@ -526,6 +533,12 @@ class Czar:
 def _short(exc: Exception) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text[:200]
+
+
+def _too_large(max_rows: int) -> str:
+    return (f"the result is too large: more than {max_rows:,} rows (the limit). Narrow the query (a smaller "
+            "region, more selective conditions), ask for fewer rows (TOP/LIMIT, MAXREC) or an aggregate, "
+            "or run it as an async job")
 
 
 def _truncate(table: pa.Table, maxrec: int | None) -> pa.Table:

@@ -468,3 +468,16 @@ def test_subquery_errors_are_clear(cluster, sql, pattern):
     qe, _ = cluster
     with pytest.raises(QueryError, match=pattern):
         qe.query(sql)
+
+
+def test_too_large_results_and_time_limits_say_how_to_narrow_the_query(cluster):
+    qe, tables = cluster
+    n = tables["Object"].num_rows
+    for sql in (f"SELECT objectId FROM {T}",                           # one worker's part is over the limit
+                f"SELECT objectId FROM {T} WHERE decl > 0 OR decl <= 0"):
+        with pytest.raises(QueryError, match=r"too large: more than 100 rows.*Narrow the query"):
+            qe.query(sql, max_rows=100)
+    assert qe.query(f"SELECT objectId FROM {T}", max_rows=n).num_rows == n
+    with pytest.raises(QueryError, match=r"time limit \(0.2 s\).*narrow it"):
+        qe.query(f"SELECT COUNT(*) FROM {T} WHERE LENGTH(MD5(REPEAT(CAST(mag AS CHAR), 100000))) = 32",
+                 lang="qserv", timeout=0.2)
