@@ -26,6 +26,8 @@ from sqlglot import exp
 from czar.crossmatch.job import SEP, XID, MatchJob
 from czar.dialects import to_duckdb
 from czar.metadata import UPLOAD_DB, Metadata, TableInfo
+from czar.planner.distance import conjuncts as _conjuncts
+from czar.planner.distance import distance_form as _distance_form
 from czar.planner.spatial import constant
 from qengine.errors import QueryError
 
@@ -54,61 +56,6 @@ class _Side:
     qualifiers: set[str]
     names: dict[str, str]       # lower-case column name -> exact name
 
-
-def _conjuncts(node: exp.Expression | None) -> list[exp.Expression]:
-    if node is None:
-        return []
-    if isinstance(node, exp.And):
-        return _conjuncts(node.left) + _conjuncts(node.right)
-    if isinstance(node, exp.Paren) and isinstance(node.this, exp.And):
-        return _conjuncts(node.this)
-    return [node]
-
-
-def _anon(node: exp.Expression, *names: str) -> list[exp.Expression] | None:
-    while isinstance(node, exp.Paren):
-        node = node.this
-    if isinstance(node, exp.Anonymous) and node.name.lower() in names:
-        return list(node.expressions)
-    return None
-
-
-def _true_call(node: exp.Expression) -> exp.Expression | None:
-    """The call inside ``f(...) = 1``, ``1 = f(...)`` or a bare call."""
-    if isinstance(node, exp.EQ):
-        if constant(node.right) == 1.0:
-            return node.left
-        if constant(node.left) == 1.0:
-            return node.right
-        return None
-    return node
-
-
-def _distance_form(node: exp.Expression) -> tuple[list[exp.Expression], exp.Expression] | None:
-    """([ra1, dec1, ra2, dec2], radius) of a conjunct bounding a distance from above, else None."""
-    if isinstance(node, (exp.LT, exp.LTE, exp.GT, exp.GTE)):
-        dist, bound = (node.left, node.right) if isinstance(node, (exp.LT, exp.LTE)) else (node.right, node.left)
-        args = _anon(dist, "scisql_angsep")
-        if args is not None and len(args) == 4:
-            return args, bound
-        args = _anon(dist, "distance")
-        if args is not None and len(args) == 2:
-            p1, p2 = _anon(args[0], "point"), _anon(args[1], "point")
-            if p1 is not None and p2 is not None and len(p1) == 2 == len(p2):
-                return p1 + p2, bound
-        return None
-    call = _true_call(node)
-    if call is None:
-        return None
-    args = _anon(call, "scisql_s2ptincircle")
-    if args is not None and len(args) == 5:
-        return args[:4], args[4]
-    args = _anon(call, "contains")
-    if args is not None and len(args) == 2:
-        point, circle = _anon(args[0], "point"), _anon(args[1], "circle")
-        if point is not None and circle is not None and len(point) == 2 and len(circle) == 3:
-            return point + circle[:2], circle[2]
-    return None
 
 
 def _owner(col: exp.Column, sides: list[_Side]) -> _Side | None:
