@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import socket
@@ -23,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from czar.engine import Czar
+from czar.jobs import default_state_dir
 from czar.metadata import Metadata
 from czar.tap import Limits, TapService
 from qengine.errors import ConfigError, QEngineError, QueryError
@@ -36,7 +38,9 @@ ARROW_STREAM = "application/vnd.apache.arrow.stream"
 def load_cluster_config(path: str | Path) -> dict:
     """Read cluster.yaml: ``metadata_root``, ``workers`` (list of host:port), ``secret_file``,
     ``http`` (host, port), ``tap`` (job_dir, base_url, limits: the fields of
-    :class:`czar.tap.Limits`, e.g. ``max_maxrec``, ``upload_bytes``)."""
+    :class:`czar.tap.Limits`, e.g. ``max_maxrec``, ``upload_bytes``), ``mysql`` (host, port),
+    ``state_dir`` (the job store of async jobs, default ``<tap.job_dir>-state``) and
+    ``results_ttl`` (seconds async results are kept; also TAP's default destruction time)."""
     path = Path(path)
     try:
         cfg = yaml.safe_load(path.read_text()) or {}
@@ -65,6 +69,21 @@ def load_cluster_config(path: str | Path) -> dict:
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: tap.limits: {exc}") from None
     cfg["tap"] = tap
+    # the job store (async jobs of both front ends, czar.jobs): SQLite + Parquet results
+    cfg["state_dir"] = str((base / cfg["state_dir"]).resolve()) if cfg.get("state_dir") \
+        else str(default_state_dir(tap["job_dir"]))
+    ttl = cfg.get("results_ttl")
+    if ttl is not None:
+        try:
+            cfg["results_ttl"] = float(ttl)
+            if cfg["results_ttl"] <= 0:
+                raise ValueError(ttl)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{path}: results_ttl must be a positive number of seconds, got {ttl!r}") from None
+        if "retention" not in limits:  # TAP's default destruction time follows results_ttl
+            lim = tap["limits"]
+            tap["limits"] = dataclasses.replace(lim, retention=int(cfg["results_ttl"]),
+                                                max_retention=max(lim.max_retention, int(cfg["results_ttl"])))
     return cfg
 
 
@@ -154,12 +173,15 @@ async def _answer(make) -> Response:
 
 # ---------------------------------------------------------------------- the app and its server
 def make_app(czar: Czar, job_dir: str | Path | None = None, *, limits: Limits | None = None,
-             base_url: str | None = None, reap_interval: float = 30.0) -> Starlette:
+             base_url: str | None = None, reap_interval: float = 30.0,
+             state_dir: str | Path | None = None) -> Starlette:
     """The czar's ASGI app: ``/api/v1/*`` and TAP under ``/tap``. ``job_dir`` keeps the UWS
-    jobs (a temporary directory when None: jobs then do not survive a restart)."""
+    jobs' files (a temporary directory when None: jobs then do not survive a restart),
+    ``state_dir`` the job store with their metadata (default: next to ``job_dir``)."""
     if job_dir is None:
         job_dir = tempfile.mkdtemp(prefix="qengine-tap-jobs-")
-    tap = TapService(czar, job_dir, limits=limits, base_url=base_url, reap_interval=reap_interval)
+    tap = TapService(czar, job_dir, limits=limits, base_url=base_url, reap_interval=reap_interval,
+                     state_dir=state_dir)
     @contextlib.asynccontextmanager
     async def lifespan(app):
         try:
@@ -219,12 +241,13 @@ class HttpServer:
 
 def make_http_server(czar: Czar, host: str = "127.0.0.1", port: int = 0, *, job_dir: str | Path | None = None,
                      limits: Limits | None = None, base_url: str | None = None,
-                     reap_interval: float = 30.0) -> HttpServer:
+                     reap_interval: float = 30.0, state_dir: str | Path | None = None) -> HttpServer:
     """An :class:`HttpServer` for ``czar`` (not yet serving: call ``start()`` or ``serve_forever()``).
     The port is bound first: a port in use raises OSError before any job store starts."""
     sock = _bind(host, port)
     try:
-        app = make_app(czar, job_dir, limits=limits, base_url=base_url, reap_interval=reap_interval)
+        app = make_app(czar, job_dir, limits=limits, base_url=base_url, reap_interval=reap_interval,
+                       state_dir=state_dir)
     except BaseException:
         sock.close()
         raise
@@ -260,14 +283,17 @@ def run(args: argparse.Namespace) -> int:
     host = args.host or http.get("host", "127.0.0.1")
     port = args.port if args.port is not None else http.get("port", 8080)
     server = make_http_server(czar, host, port, job_dir=cfg["tap"]["job_dir"], base_url=cfg["tap"].get("base_url"),
-                              limits=cfg["tap"]["limits"])
+                              limits=cfg["tap"]["limits"], state_dir=cfg["state_dir"],
+                              reap_interval=float(cfg.get("reap_interval", 30.0)))
     mycfg = cfg.get("mysql") or {}
     mysql_port = args.mysql_port if args.mysql_port is not None else mycfg.get("port", 4040)
     mysql = None
     if mysql_port >= 0:
         from czar.mysql import start_mysql_server
 
-        mysql = start_mysql_server(czar, mycfg.get("host", host), mysql_port)
+        options = {"result_ttl": cfg["results_ttl"]} if cfg.get("results_ttl") else {}
+        mysql = start_mysql_server(czar, mycfg.get("host", host), mysql_port, state_dir=cfg["state_dir"],
+                                   reap_interval=float(cfg.get("reap_interval", 30.0)), **options)
     print(f"qengine czar on {server.url}/ (TAP at {server.url}/tap) with {len(czar.workers)} workers"
           + (f"; MySQL protocol on port {mysql.port}" if mysql is not None else ""), file=sys.stderr)
     try:

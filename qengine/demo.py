@@ -120,12 +120,13 @@ def _serve(store: Path, args: argparse.Namespace, oid: int, ra: float, dec: floa
         if args.no_serve:
             return 0
         job_dir = args.cache / "tap-jobs" / store.name
+        state_dir = args.cache / "state" / store.name  # async jobs of TAP and MySQL: kept across runs
         try:
-            server = make_http_server(qe.czar, "127.0.0.1", args.port, job_dir=job_dir)
+            server = make_http_server(qe.czar, "127.0.0.1", args.port, job_dir=job_dir, state_dir=state_dir)
         except OSError:
-            server = make_http_server(qe.czar, "127.0.0.1", 0, job_dir=job_dir)
+            server = make_http_server(qe.czar, "127.0.0.1", 0, job_dir=job_dir, state_dir=state_dir)
         server.start()
-        mysql = _start_mysql(qe.czar, args.mysql_port)
+        mysql = _start_mysql(qe.czar, args.mysql_port, state_dir)
         url = server.url
         print(f"\nczar serving on {url}/ - in Python: qengine.connect('{url}').query(sql); "
               f"or: qengine query --url {url} \"SELECT ...\"")
@@ -147,16 +148,16 @@ def _serve(store: Path, args: argparse.Namespace, oid: int, ra: float, dec: floa
     return 0
 
 
-def _start_mysql(czar, port: int):
+def _start_mysql(czar, port: int, state_dir: Path):
     """The MySQL-protocol endpoint on ``port`` (another free port if taken; None if port < 0)."""
     if port < 0:
         return None
     from czar.mysql import start_mysql_server
 
     try:
-        return start_mysql_server(czar, "127.0.0.1", port)
+        return start_mysql_server(czar, "127.0.0.1", port, state_dir=state_dir)
     except OSError:
-        return start_mysql_server(czar, "127.0.0.1", 0)
+        return start_mysql_server(czar, "127.0.0.1", 0, state_dir=state_dir)
 
 
 def _ingest_sample(cat, sample: Path, store: Path) -> None:

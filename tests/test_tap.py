@@ -792,7 +792,7 @@ def test_execution_duration_stops_the_job(http, url, server, cluster):
 
 def test_unfinished_jobs_run_again_after_a_restart(cluster, oracle, tmp_path):
     """A job the czar was running when it stopped is queued again at the next start."""
-    import json
+    from czar.jobs import JobDB, default_state_dir
 
     qe, _ = cluster
     sql = f"SELECT objectId, mag FROM {T} WHERE mag > 24.8"
@@ -800,10 +800,9 @@ def test_unfinished_jobs_run_again_after_a_restart(cluster, oracle, tmp_path):
     with make_http_server(qe.czar, "127.0.0.1", 0, job_dir=job_dir, limits=LIMITS) as first, \
             httpx.Client(timeout=60) as c:
         job_id = create_job(c, first.url + "/tap", QUERY=sql).rsplit("/", 1)[1]
-    f = job_dir / job_id / "job.json"
-    state = json.loads(f.read_text())
-    state["phase"] = "EXECUTING"  # as if stopped mid-query
-    f.write_text(json.dumps(state))
+    db = JobDB(default_state_dir(job_dir))  # the job store next to the job directory
+    db.update("tap", job_id, phase="EXECUTING")  # as if stopped mid-query
+    db.close()
     with make_http_server(qe.czar, "127.0.0.1", 0, job_dir=job_dir, limits=LIMITS) as second, \
             httpx.Client(timeout=60) as c:
         job = f"{second.url}/tap/async/{job_id}"
@@ -854,7 +853,15 @@ def test_qengine_czar_command_serves_tap(cluster, oracle, tmp_path):
             same(result_table(sync(c, base, QUERY=sql).content), want(oracle, sql))
             job = create_job(c, base, QUERY=sql, PHASE="RUN")
             assert wait_done(c, job) == "COMPLETED"
-        assert (tmp_path / "jobs" / job.rsplit("/", 1)[1] / "job.json").is_file()
+        job_id = job.rsplit("/", 1)[1]
+        assert (tmp_path / "jobs" / job_id).is_dir()  # the job's files; its metadata in the job store:
+        from czar.jobs import JobDB
+
+        db = JobDB(tmp_path / "jobs-state")
+        try:
+            assert db.get("tap", job_id).phase == "COMPLETED"
+        finally:
+            db.close()
     finally:
         proc.terminate()
         proc.wait(timeout=20)

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Self
 
 from mysql_mimic import MysqlServer
@@ -50,9 +51,11 @@ class Frontend:
     threads that wait on the czar, and the live sessions by connection id (for KILL)."""
 
     def __init__(self, czar: Czar, *, query_threads: int = 8, async_workers: int = 2,
-                 result_ttl: float = 3600.0) -> None:
+                 result_ttl: float = 3600.0, state_dir: str | Path | None = None,
+                 reap_interval: float = 30.0) -> None:
         self.czar = czar
-        self.registry = QueryRegistry(czar, async_workers=async_workers, result_ttl=result_ttl)
+        self.registry = QueryRegistry(czar, async_workers=async_workers, result_ttl=result_ttl,
+                                      state_dir=state_dir, reap_interval=reap_interval)
         self.executor = ThreadPoolExecutor(max_workers=query_threads, thread_name_prefix="mysql-query")
         self.sessions: dict[int, QservSession] = {}
         schema = dict(SYSTEM_VARIABLES)
@@ -68,6 +71,7 @@ class Frontend:
     def close(self) -> None:
         self.registry.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.registry.close_store()
 
 
 class MySQLServerHandle:
@@ -145,7 +149,9 @@ def start_mysql_server(czar: Czar, host: str = "127.0.0.1", port: int = DEFAULT_
     """Serve the MySQL protocol for ``czar`` on (host, port) in a background thread (port 0: any
     free port, see ``.port``). Options: ``query_threads`` (concurrent synchronous queries, 8),
     ``async_workers`` (concurrent SUBMIT-ted jobs, 2), ``result_ttl`` (seconds async results are
-    kept, 3600)."""
+    kept, 3600), ``state_dir`` (the czar's job store: SUBMIT-ted jobs and their results survive a
+    restart; None: a temporary one, deleted at ``stop()``), ``reap_interval`` (seconds between
+    expiry checks, 30)."""
     return MySQLServerHandle(czar, host, port, identity_provider, **frontend_options)
 
 

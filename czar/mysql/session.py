@@ -228,8 +228,9 @@ class QservSession(Session):
         rec = self.registry.get(qid)
         while rec is not None and not rec.done.is_set():
             await asyncio.sleep(_POLL)  # cancellable by KILL QUERY of this connection
-        rec = self.registry.async_result(qid)
-        return table_result(rec.result)
+        loop = asyncio.get_running_loop()  # the result is read from the job store's Parquet file
+        table = await loop.run_in_executor(self.frontend.executor, self.registry.fetch_result, qid)
+        return table_result(table)
 
     async def _kill(self, target: int, kind: str) -> None:
         """KILL [QUERY|CONNECTION] n: n is a connection id (CONNECTION_ID(), SHOW PROCESSLIST's

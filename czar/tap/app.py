@@ -50,12 +50,15 @@ class TapService:
     """TAP over one :class:`~czar.engine.Czar`; ``routes()`` plugs into a Starlette app."""
 
     def __init__(self, czar: Czar, job_dir: str | Path, limits: Limits | None = None,
-                 base_url: str | None = None, reap_interval: float = 30.0) -> None:
+                 base_url: str | None = None, reap_interval: float = 30.0,
+                 state_dir: str | Path | None = None) -> None:
+        """``job_dir`` holds the jobs' files, ``state_dir`` the czar's job store (their metadata;
+        default: next to ``job_dir``)."""
         self.czar = czar
         self.limits = limits or Limits()
         self.base_url = base_url.rstrip("/") if base_url else None
         self.tap_schema = TapSchema(czar.metadata)
-        self.jobs = JobStore(job_dir, self._run_job, czar.cancel, self.limits, reap_interval)
+        self.jobs = JobStore(job_dir, self._run_job, czar.cancel, self.limits, reap_interval, state_dir=state_dir)
 
     def close(self) -> None:
         self.jobs.close()

@@ -1,9 +1,14 @@
-"""UWS 1.1 jobs: the phase machine, persistence in a job directory (a czar restart keeps every
-job and re-queues the unfinished ones), a bounded pool that runs them, abort through a cancel
-callback, execution-duration limits, and a reaper that destroys jobs past their destruction time.
+"""UWS 1.1 jobs: the phase machine, persistence in the czar's job store (a czar restart keeps
+every job and re-queues the unfinished ones), a bounded pool that runs them, abort through a
+cancel callback, execution-duration limits, and a reaper that destroys jobs past their
+destruction time.
 
-Each job is ``<job_dir>/<job id>/``: ``job.json`` (written atomically on every change), the
-inline upload parts, and ``result.<ext>`` or ``error.vot``."""
+A job's metadata (phase, times, parameters, ...) is a row of the czar's job store
+(:class:`czar.jobs.JobDB`, SQLite in the state directory, written on every change); its files
+are ``<job_dir>/<job id>/``: the inline upload parts, and ``result.<ext>`` (the rendered result
+in the requested format) or ``error.vot``. A job that was QUEUED or EXECUTING when the czar
+stopped is run again at the next start (TAP clients poll the phase, so a re-run is invisible to
+them apart from the delay)."""
 from __future__ import annotations
 
 import json
@@ -18,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from czar.jobs import JobDB, JobRow, default_state_dir
 from czar.tap.errors import TapParamError, message_of
 from czar.tap.params import Limits
 from czar.tap.votable import error_votable
@@ -31,6 +37,7 @@ PHASES = ("PENDING", "QUEUED", "EXECUTING", "COMPLETED", "ERROR", "ABORTED", "UN
           "SUSPENDED", "ARCHIVED")
 ACTIVE = ("QUEUED", "EXECUTING")
 FINAL = ("COMPLETED", "ERROR", "ABORTED", "ARCHIVED")
+FRONTEND = "tap"  # the jobs' name space in the job store
 
 
 def now() -> datetime:
@@ -90,18 +97,47 @@ class Job:
     def param(self, name: str) -> str | None:
         return next((v for k, v in self.parameters if k.upper() == name.upper()), None)
 
+    def to_row(self) -> JobRow:
+        """The job as a row of the job store (UWS-only fields in ``extra``)."""
+        return JobRow(FRONTEND, self.job_id, self.phase, query=self.param("QUERY"), lang=self.param("LANG"),
+                      owner=self.owner, created=_ts(self.creation_time), started=_ts(self.start_time),
+                      ended=_ts(self.end_time), error=self.error, expires=_ts(self.destruction),
+                      extra={"execution_duration": self.execution_duration,
+                             "parameters": [list(p) for p in self.parameters], "inline": self.inline,
+                             "run_id": self.run_id, "result": list(self.result) if self.result else None})
+
+    @classmethod
+    def from_row(cls, row: JobRow) -> Job:
+        x = row.extra
+        return cls(job_id=row.job_id, creation_time=_dt(row.created), destruction=_dt(row.expires),
+                   execution_duration=int(x["execution_duration"]),
+                   parameters=[tuple(p) for p in x["parameters"]], inline=list(x.get("inline") or []),
+                   phase=row.phase, run_id=x.get("run_id"), owner=row.owner, start_time=_dt(row.started),
+                   end_time=_dt(row.ended), result=tuple(x["result"]) if x.get("result") else None,
+                   error=row.error)
+
+
+def _ts(t: datetime | None) -> float | None:
+    return t.timestamp() if t is not None else None
+
+
+def _dt(t: float | None) -> datetime | None:
+    return datetime.fromtimestamp(t, UTC) if t is not None else None
+
 
 #: runs a job: (job, its directory) -> (result bytes, media type, file extension)
 Runner = Callable[[Job, Path], tuple[bytes, str, str]]
 
 
 class JobStore:
-    """Every UWS job of the service, persisted under ``root``."""
+    """Every UWS job of the service: metadata in the job store of ``state_dir`` (default: next
+    to ``root``, see :func:`czar.jobs.default_state_dir`), files under ``root``."""
 
     def __init__(self, root: str | os.PathLike, runner: Runner, cancel: Callable[[str], bool],
-                 limits: Limits, reap_interval: float = 30.0) -> None:
+                 limits: Limits, reap_interval: float = 30.0, state_dir: str | os.PathLike | None = None) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.db = JobDB(state_dir if state_dir is not None else default_state_dir(self.root))
         self.runner, self.cancel, self.limits = runner, cancel, limits
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
@@ -120,23 +156,24 @@ class JobStore:
         return self.root / job_id
 
     def _save(self, job: Job) -> None:
-        d = self._dir(job.job_id)
-        if not d.is_dir():
+        if not self._dir(job.job_id).is_dir():
             return  # deleted meanwhile
-        tmp = d / "job.json.tmp"
-        tmp.write_text(job.to_json())
-        os.replace(tmp, d / "job.json")
+        try:
+            self.db.put(job.to_row())
+        except QEngineError as exc:  # the store was closed: the service is stopping
+            log.warning("UWS job %s not saved: %s", job.job_id, exc)
 
     def _load(self) -> None:
         requeue = []
-        for d in sorted(self.root.iterdir()) if self.root.is_dir() else []:
-            f = d / "job.json"
-            if not f.is_file():
-                continue
+        for row in self.db.rows(FRONTEND):
             try:
-                job = Job.from_json(f.read_text())
+                job = Job.from_row(row)
             except (ValueError, KeyError, TypeError) as exc:
-                log.warning("skipping unreadable job %s: %s", d.name, exc)
+                log.warning("skipping unreadable job %s: %s", row.job_id, exc)
+                continue
+            if not self._dir(job.job_id).is_dir():  # its files were removed by hand: forget it
+                log.warning("UWS job %s has no directory in %s: forgotten", job.job_id, self.root)
+                self.db.delete(FRONTEND, job.job_id)
                 continue
             self._jobs[job.job_id] = job
             if job.phase in ACTIVE:  # interrupted by the restart: run it again
@@ -297,6 +334,7 @@ class JobStore:
             timer.cancel()
         if running:
             self.cancel(job_id)
+        self.db.delete(FRONTEND, job_id)
         shutil.rmtree(self._dir(job_id), ignore_errors=True)
 
     # ------------------------------------------------------------------ execution
@@ -409,6 +447,7 @@ class JobStore:
         for job_id in running:  # they are re-queued at the next start
             self.cancel(job_id)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.db.close()
 
 
 def _safe(name: str) -> str:
