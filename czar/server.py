@@ -40,7 +40,8 @@ def load_cluster_config(path: str | Path) -> dict:
     ``http`` (host, port), ``tap`` (job_dir, base_url, limits: the fields of
     :class:`czar.tap.Limits`, e.g. ``max_maxrec``, ``upload_bytes``), ``mysql`` (host, port),
     ``state_dir`` (the job store of async jobs, default ``<tap.job_dir>-state``) and
-    ``results_ttl`` (seconds async results are kept; also TAP's default destruction time)."""
+    ``results_ttl`` (seconds async results are kept; also TAP's default destruction time) and
+    ``reap_interval`` (seconds between expiry checks, 30)."""
     path = Path(path)
     try:
         cfg = yaml.safe_load(path.read_text()) or {}

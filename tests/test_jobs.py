@@ -116,6 +116,24 @@ def test_recover_marks_interrupted_jobs(tmp_path):
         db.close()
 
 
+def test_cluster_config_state_dir_and_results_ttl(tmp_path):
+    from czar.server import load_cluster_config
+    from qengine.errors import ConfigError
+
+    cfg = tmp_path / "cluster.yaml"
+    cfg.write_text("metadata_root: .\nworkers: [a:1]\ntap: {job_dir: j}\n")
+    got = load_cluster_config(cfg)
+    assert got["state_dir"] == str((tmp_path / "j-state").resolve())  # next to the TAP job directory
+    assert got.get("results_ttl") is None and got["tap"]["limits"].retention == 7 * 86400
+    cfg.write_text("metadata_root: .\nworkers: [a:1]\nstate_dir: st\nresults_ttl: 600\n")
+    got = load_cluster_config(cfg)
+    assert got["state_dir"] == str((tmp_path / "st").resolve())
+    assert got["results_ttl"] == 600.0 and got["tap"]["limits"].retention == 600  # TAP's default destruction
+    cfg.write_text("metadata_root: .\nworkers: [a:1]\nresults_ttl: soon\n")
+    with pytest.raises(ConfigError, match="results_ttl must be a positive number"):
+        load_cluster_config(cfg)
+
+
 # ---------------------------------------------------------------------- the MySQL registry over it
 class FakeCzar:
     """Answers every query with a fixed table; a query with 'slow' in it runs until cancelled."""
@@ -228,7 +246,7 @@ class CzarProcess:
     def __init__(self, cfg: Path, log: Path) -> None:
         self.http, self.mysql = _free_port(), _free_port()
         self.url = f"http://127.0.0.1:{self.http}/tap"
-        self._log = open(log, "ab")
+        self._log = open(log, "ab")  # noqa: SIM115 - the process writes to it until stop()
         self.proc = subprocess.Popen([sys.executable, "-m", "qengine.cli", "czar", "--config", str(cfg),
                                       "--port", str(self.http), "--mysql-port", str(self.mysql)],
                                      stdout=self._log, stderr=self._log)
@@ -333,7 +351,9 @@ def test_czar_restart_keeps_finished_jobs_and_reports_running_ones(cluster, orac
             assert status == "FAILED" and "interrupted by a czar restart" in error
             with pytest.raises(pymysql.err.MySQLError, match="interrupted by a czar restart"):
                 cur.execute(f"SELECT * FROM qserv_result({slow_id})")
-            tap = lambda job: job.replace(a.url, b.url)  # noqa: E731 - the same job on the new port
+            def tap(job: str) -> str:  # the same job on the new port
+                return job.replace(a.url, b.url)
+
             same(result_table(c.get(f"{tap(tap_done)}/results/result").content), want_fast_tap)
             assert wait_done(c, tap(tap_slow)) == "COMPLETED"  # TAP re-runs the interrupted job
             same(result_table(c.get(f"{tap(tap_slow)}/results/result").content), want_slow)
@@ -360,9 +380,9 @@ def test_czar_restart_keeps_finished_jobs_and_reports_running_ones(cluster, orac
         time.sleep(1.0)
         d = CzarProcess(cfg, log)
         czars.append(d)
-        with d.connect() as conn, conn.cursor() as cur:
-            with pytest.raises(pymysql.err.MySQLError, match="no async query with this id"):
-                cur.execute(f"SELECT * FROM qserv_result({fast_id})")
+        with d.connect() as conn, conn.cursor() as cur, \
+                pytest.raises(pymysql.err.MySQLError, match="no async query with this id"):
+            cur.execute(f"SELECT * FROM qserv_result({fast_id})")
         assert not list((tmp_path / "state" / "results" / "mysql").glob("*.parquet"))
     except BaseException:
         sys.stderr.write(log.read_text(errors="replace")[-4000:] if log.exists() else "")

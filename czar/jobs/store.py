@@ -124,7 +124,10 @@ class JobDB:
         with self._lock:
             if self._closed:
                 raise QEngineError(f"the job store in {self.root} is closed")
-            return self._con.execute(sql, tuple(args))
+            try:
+                return self._con.execute(sql, tuple(args))
+            except sqlite3.Error as exc:  # locked for too long, disk full, ...: a clear error, not sqlite's
+                raise QEngineError(f"job store {self.root / 'jobs.sqlite'}: {exc}") from exc
 
     def put(self, row: JobRow) -> None:
         """Insert or replace a job."""

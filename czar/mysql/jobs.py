@@ -31,6 +31,7 @@ from mysql_mimic.errors import MysqlError
 from czar.engine import Czar
 from czar.jobs import INTERRUPTED, JobDB, JobRow, Reaper
 from czar.mysql.errors import Code, mysql_error, to_mysql_error
+from qengine.errors import QEngineError
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +223,7 @@ class QueryRegistry:
                 return
             try:
                 rec.result_path = self.store.write_result(FRONTEND, str(rec.id), table)
-            except Exception as exc:  # noqa: BLE001 - a full disk fails the job, not the server
+            except Exception as exc:  # a full disk fails the job, not the server
                 log.exception("cannot store the result of async query %d", rec.id)
                 self._finish_async(rec, FAILED, error=mysql_error(Code.UNKNOWN_ERROR,
                                                                   f"cannot store the result: {exc}"))
@@ -238,7 +239,7 @@ class QueryRegistry:
             self.store.update(FRONTEND, str(rec.id), phase=status, ended=ended, rows=rows,
                               error=error.msg if error else None, error_code=int(error.code) if error else None,
                               result_path=rec.result_path, expires=ended + self.result_ttl)
-        except Exception:  # noqa: BLE001 - the store closed meanwhile: the job still ends here
+        except Exception:  # the store closed meanwhile: the job still ends here
             log.exception("cannot record the end of async query %d", rec.id)
         self._finish(rec, status, rows=rows, error=error)
 
@@ -271,7 +272,7 @@ class QueryRegistry:
         rec.returned = datetime.now()
         try:
             self.store.update(FRONTEND, str(qid), extra={**row.extra, "returned": rec.returned.timestamp()})
-        except Exception:  # noqa: BLE001 - only the RETURNED time is lost
+        except QEngineError:  # the store closed meanwhile: only the RETURNED time is lost
             log.warning("cannot record the return of query %d", qid)
         return table
 

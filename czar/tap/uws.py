@@ -11,7 +11,6 @@ stopped is run again at the next start (TAP clients poll the phase, so a re-run 
 them apart from the delay)."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
@@ -19,7 +18,7 @@ import shutil
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -78,21 +77,6 @@ class Job:
     end_time: datetime | None = None
     result: tuple[str, str] | None = None        # (file name, media type)
     error: str | None = None
-
-    def to_json(self) -> str:
-        d = asdict(self)
-        for k in ("creation_time", "destruction", "start_time", "end_time"):
-            d[k] = iso(getattr(self, k))
-        return json.dumps(d)
-
-    @classmethod
-    def from_json(cls, text: str) -> Job:
-        d = json.loads(text)
-        for k in ("creation_time", "destruction", "start_time", "end_time"):
-            d[k] = parse_iso(d[k]) if d.get(k) else None
-        d["parameters"] = [tuple(p) for p in d["parameters"]]
-        d["result"] = tuple(d["result"]) if d.get("result") else None
-        return cls(**d)
 
     def param(self, name: str) -> str | None:
         return next((v for k, v in self.parameters if k.upper() == name.upper()), None)
