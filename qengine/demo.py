@@ -154,9 +154,11 @@ def _start_mysql(czar, port: int, state_dir: Path):
         return None
     from czar.mysql import start_mysql_server
 
+    from qengine.errors import QEngineError
+
     try:
         return start_mysql_server(czar, "127.0.0.1", port, state_dir=state_dir)
-    except OSError:
+    except (OSError, QEngineError):  # the port is taken (another demo, a real MySQL): any free one
         return start_mysql_server(czar, "127.0.0.1", 0, state_dir=state_dir)
 
 
