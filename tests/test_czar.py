@@ -481,3 +481,13 @@ def test_too_large_results_and_time_limits_say_how_to_narrow_the_query(cluster):
     with pytest.raises(QueryError, match=r"time limit \(0.2 s\).*narrow it"):
         qe.query(f"SELECT COUNT(*) FROM {T} WHERE LENGTH(MD5(REPEAT(CAST(mag AS CHAR), 100000))) = 32",
                  lang="qserv", timeout=0.2)
+
+
+def test_small_queries_go_to_one_worker_taking_turns(cluster, oracle):
+    qe, _ = cluster
+    sql = f"SELECT objectId FROM {T} WHERE CONTAINS(POINT('ICRS', ra, decl), CIRCLE('ICRS', 45.0, 10.0, 4.0)) = 1"
+    first, second = qe.explain(sql), qe.explain(sql)
+    assert 1 < first.num_chunks <= 16
+    assert len(first.per_worker) == len(second.per_worker) == 1          # one call, not one per worker
+    assert set(first.per_worker) != set(second.per_worker)               # and the workers take turns
+    check(cluster, oracle, sql)
