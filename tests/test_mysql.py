@@ -323,7 +323,9 @@ def test_explain_shows_the_plan(server, cluster):
         text = "\n".join(r[0] for r in cur.fetchall())
     ex = cluster[0].explain("SELECT objectId FROM Object WHERE qserv_areaspec_circle(100, 20, 0.5)",
                             lang="qserv", database=DB)
-    assert text == str(ex) and f"chunks visited: {ex.num_chunks}" in text
+    # small queries go to one worker, the workers taking turns: compare the plans, not who runs them
+    anyone = lambda t: re.sub(r"127\.0\.0\.1:\d+", "<worker>", t)  # noqa: E731
+    assert anyone(text) == anyone(str(ex)) and f"chunks visited: {ex.num_chunks}" in text
 
 
 # ---------------------------------------------------------------------------- errors
