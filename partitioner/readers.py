@@ -59,22 +59,21 @@ import gzip
 import logging
 import math
 import os
-import queue
 import re
 import shutil
 import tempfile
-import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
+from qengine.prefetch import prefetch
 from qengine.errors import IngestError
 
 __all__ = [
@@ -869,7 +868,7 @@ class _TextReader:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qengine-csv") as pool:
             inflight: deque = deque()
             try:
-                for chunk in _background(self._chunks, _PREFETCH):
+                for chunk in prefetch(self._chunks, _PREFETCH, name="qengine-reader"):
                     inflight.append((chunk, pool.submit(self._try_parse, chunk)))
                     if len(inflight) > workers:
                         c, fut = inflight.popleft()
@@ -928,55 +927,6 @@ def _rebatch(pieces: Iterable[Batch | None], size: int, schema: pa.Schema) -> It
             yield take(size)
     if rows:
         yield take(rows)
-
-
-_END = object()
-
-
-class _Failure:
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-def _background(produce: Callable[[], Iterable], depth: int) -> Iterator:
-    """Run ``produce()`` in a thread, ``depth`` items ahead of the consumer."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def run() -> None:
-        try:
-            for item in produce():
-                if not put(item):
-                    return
-            put(_END)
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            put(_Failure(exc))
-
-    thread = threading.Thread(target=run, name="qengine-reader", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if item is _END:
-                return
-            if isinstance(item, _Failure):
-                raise item.exc
-            yield item
-    finally:
-        stop.set()
-        with contextlib.suppress(queue.Empty):
-            while True:
-                q.get_nowait()
-        thread.join(timeout=10)
 
 
 # --------------------------------------------------------------------------------------------

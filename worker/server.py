@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import queue
 import signal
 import socket
 import sys
@@ -13,7 +12,6 @@ import time
 import uuid
 from concurrent import futures
 from pathlib import Path
-from typing import Iterator
 
 import grpc
 import numpy as np
@@ -22,6 +20,7 @@ import pyarrow as pa
 from qengine import __version__
 from qengine.proto import worker_pb2 as pb
 from qengine.proto import worker_pb2_grpc as pb_grpc
+from qengine.prefetch import prefetch
 from qengine.proto.framing import frame_batch, serialize_result
 from worker.executor import Executor, QueryError, QueryRequest, QueryStats
 from worker.inventory import Inventory
@@ -41,53 +40,6 @@ def _ipc_buffer(batch: pa.RecordBatch | None, schema: pa.Schema) -> pa.Buffer:
 
 def _ipc(batch: pa.RecordBatch | None, schema: pa.Schema) -> bytes:
     return _ipc_buffer(batch, schema).to_pybytes()
-
-
-def _prefetched(items: Iterator, depth: int = 2) -> Iterator:
-    """Iterate ``items`` in a thread of its own, up to ``depth`` ahead of the consumer.
-
-    DuckDB produces the next batches (and pyarrow encodes them) while gRPC sends the last one:
-    both release the GIL, so a scan keeps both cores busy instead of taking turns."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not put(("item", item)):
-                    return
-            put(("end", None))
-        except BaseException as exc:  # delivered to the consumer, raised there
-            put(("error", exc))
-        finally:
-            close = getattr(items, "close", None)
-            if close is not None:
-                close()  # runs the executor's cleanup in this thread, which owns the generator
-
-    t = threading.Thread(target=produce, name="qengine-prefetch", daemon=True)
-    t.start()
-    try:
-        while True:
-            kind, item = q.get()
-            if kind == "end":
-                return
-            if kind == "error":
-                raise item
-            yield item
-    finally:
-        stop.set()
-        # The producer notices within 0.1 s unless DuckDB is mid-batch; a cancelled query is
-        # interrupted by then (the caller cancels it), so this wait is short.
-        t.join(timeout=5.0)
 
 
 def _chunk_ids(request: pb.ChunkQuery) -> np.ndarray:
@@ -166,7 +118,8 @@ class WorkerService(pb_grpc.WorkerServicer):
                 schema = None
                 encoded = ((b, frame_batch(_ipc_buffer(b, b.schema), b.num_rows))
                            for b in self.executor.execute(req, stats))
-                for batch, framed in _prefetched(encoded):
+                # DuckDB and IPC encoding run ahead of the gRPC send (qengine/prefetch.py)
+                for batch, framed in prefetch(lambda: encoded, join_timeout=5.0):
                     schema = batch.schema
                     yield framed  # a ResultBatch, encoded by hand (qengine/proto/framing.py)
                     if not context.is_active():
