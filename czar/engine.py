@@ -134,7 +134,9 @@ class Czar:
                              f"{self._health.describe_down()}")
         for i, holder in enumerate(holders):  # the index is on every worker: try the next one
             try:
-                res = holder.query(sql, lane="interactive")
+                res = holder.execute_small(sql, lane="interactive")   # one unary call: ids are few
+                if res is None:  # too many ids for one message
+                    res = holder.query(sql, lane="interactive")
                 return sorted(res.column(0).to_pylist()) if res.num_columns else []
             except WorkerError as exc:
                 if exc.code not in WORKER_DOWN_CODES or i == len(holders) - 1:
