@@ -141,3 +141,19 @@ class WorkerProcess:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def oracle_connection(tables: dict):
+    """The differential tests' oracle: one DuckDB over the unpartitioned tables, as ``testdb.T``
+    views, with qengine's SQL macros."""
+    import duckdb
+
+    from qengine.sqlfuncs import register
+
+    con = duckdb.connect()
+    register(con)
+    con.execute(f'CREATE SCHEMA "{DB}"')
+    for name, t in tables.items():
+        con.register(f"__{name}", t)
+        con.execute(f'CREATE VIEW "{DB}"."{name}" AS SELECT * FROM "__{name}"')
+    return con

@@ -7,7 +7,6 @@ import threading
 import time
 from collections import defaultdict
 
-import duckdb
 import numpy as np
 import pytest
 
@@ -17,10 +16,9 @@ from czar.place_cli import current_holdings, plan_for, write_worker_dirs
 from czar.placement import PlacedFile, place
 from qengine.cli import main as qengine_main
 from qengine.errors import QueryError
-from tests.helpers import DB, build_store
+from tests.helpers import DB, build_store, oracle_connection
 from tests.test_czar import _same
 from worker.inventory import Inventory
-from worker.sqlfuncs import register
 
 # A full scan made slow on purpose (an MD5 of a long string per row, deterministic): its parts
 # last seconds, so that a worker can be killed or paused while they run.
@@ -157,12 +155,7 @@ def test_assign_among_live_replicas():
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("cluster") / "root"
     tables = build_store(root, n_objects=6000, rows_per_file=900)
-    con = duckdb.connect()
-    register(con)
-    con.execute(f'CREATE SCHEMA "{DB}"')
-    for name, t in tables.items():
-        con.register(f"__{name}", t)
-        con.execute(f'CREATE VIEW "{DB}"."{name}" AS SELECT * FROM "__{name}"')
+    con = oracle_connection(tables)
     return root, con
 
 

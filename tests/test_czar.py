@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -15,8 +14,7 @@ from czar.local import LocalCluster
 from qengine.chunker import Chunker
 from qengine.errors import QueryError
 from qengine.geometry import Circle
-from tests.helpers import DB, PART, build_store
-from worker.sqlfuncs import register
+from tests.helpers import DB, PART, build_store, oracle_connection
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +29,7 @@ def cluster(tmp_path_factory):
 @pytest.fixture(scope="module")
 def oracle(cluster):
     _, tables = cluster
-    con = duckdb.connect()
-    register(con)
-    con.execute(f'CREATE SCHEMA "{DB}"')
-    for name, t in tables.items():
-        con.register(f"__{name}", t)
-        con.execute(f'CREATE VIEW "{DB}"."{name}" AS SELECT * FROM "__{name}"')
+    con = oracle_connection(tables)
     return con
 
 
@@ -223,7 +216,6 @@ def test_empty_results_keep_columns(cluster, oracle):
 
 def test_czar_http_api_and_connect(cluster, tmp_path):
     """`qengine czar --config` as a real process; qengine.connect speaks to it."""
-    import os
     import subprocess
     import sys
     import time

@@ -15,7 +15,6 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import duckdb
 import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -27,9 +26,8 @@ from czar.jobs import INTERRUPTED, JobDB, JobRow
 from czar.local import LocalCluster
 from czar.mysql.jobs import QueryRegistry
 from qengine.errors import QueryError
-from tests.helpers import DB, build_store
+from tests.helpers import DB, build_store, oracle_connection
 from tests.test_tap import create_job, result_table, same, wait_done
-from worker.sqlfuncs import register
 
 
 # ---------------------------------------------------------------------- the store
@@ -225,12 +223,7 @@ def cluster(tmp_path_factory):
 @pytest.fixture(scope="module")
 def oracle(cluster):
     _, tables = cluster
-    con = duckdb.connect()
-    register(con)
-    con.execute(f'CREATE SCHEMA "{DB}"')
-    for name, t in tables.items():
-        con.register(f"__{name}", t)
-        con.execute(f'CREATE VIEW "{DB}"."{name}" AS SELECT * FROM "__{name}"')
+    con = oracle_connection(tables)
     return con
 
 

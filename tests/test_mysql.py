@@ -12,7 +12,6 @@ import threading
 import time
 from decimal import Decimal
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pymysql
@@ -23,8 +22,7 @@ from czar.dialects import parse, to_duckdb
 from czar.local import LocalCluster
 from czar.mysql import start_mysql_server
 from qengine.errors import QEngineError
-from tests.helpers import DB, build_store
-from worker.sqlfuncs import register
+from tests.helpers import DB, build_store, oracle_connection
 
 CLI = shutil.which("mariadb") or shutil.which("mysql")
 needs_cli = pytest.mark.skipif(CLI is None, reason="no mariadb/mysql client: apt-get install mariadb-client")
@@ -56,12 +54,7 @@ def server(cluster):
 @pytest.fixture(scope="module")
 def oracle(cluster):
     _, tables = cluster
-    con = duckdb.connect()
-    register(con)
-    con.execute(f'CREATE SCHEMA "{DB}"')
-    for name, t in tables.items():
-        con.register(f"__{name}", t)
-        con.execute(f'CREATE VIEW "{DB}"."{name}" AS SELECT * FROM "__{name}"')
+    con = oracle_connection(tables)
     con.execute(f"SET schema = '{DB}'")  # unqualified names, as after USE testdb
     return con
 

@@ -10,7 +10,6 @@ import time
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
 
-import duckdb
 import httpx
 import numpy as np
 import pyarrow as pa
@@ -21,8 +20,7 @@ from czar.dialects import parse, to_duckdb
 from czar.local import LocalCluster
 from czar.server import make_http_server
 from czar.tap import Limits
-from tests.helpers import DB, build_store
-from worker.sqlfuncs import register
+from tests.helpers import DB, build_store, oracle_connection
 
 T = f"{DB}.Object"
 UWS = "{http://www.ivoa.net/xml/UWS/v1.0}"
@@ -63,12 +61,7 @@ def http(server):
 @pytest.fixture(scope="module")
 def oracle(cluster):
     _, tables = cluster
-    con = duckdb.connect()
-    register(con)
-    con.execute(f'CREATE SCHEMA "{DB}"')
-    for name, t in tables.items():
-        con.register(f"__{name}", t)
-        con.execute(f'CREATE VIEW "{DB}"."{name}" AS SELECT * FROM "__{name}"')
+    con = oracle_connection(tables)
     return con
 
 
