@@ -17,7 +17,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from czar.metadata import Metadata, TableInfo
+from czar.audit import AuditLog
+from czar.metadata import UPLOAD_DB, Metadata, TableInfo
 from czar.compose import Steps, needs_steps
 from czar.crossmatch import answer_crossmatch
 from czar.dialects import parse, to_duckdb
@@ -26,6 +27,7 @@ from czar.plan import PARTS, Plan, plan_query
 from qengine.errors import QEngineError, QueryError
 from qengine.workerclient import WorkerClient, WorkerError
 from qengine.sqlfuncs import register
+from qengine.users import ANONYMOUS, DEFAULT_LIMITS, ClassLimits, Limiter, Principal
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +62,17 @@ class Czar:
     """Plans and runs queries on a set of workers, given the tables' metadata."""
 
     def __init__(self, metadata: Metadata, workers: list[WorkerClient], *, health_interval: float = 1.0,
-                 health_timeout: float = 2.0) -> None:
+                 health_timeout: float = 2.0, audit: AuditLog | None = None,
+                 class_limits: dict[str, ClassLimits] | None = None) -> None:
         """``health_interval``: seconds between health checks of every worker (0: none);
-        ``health_timeout``: the deadline of one check (a stalled worker misses it)."""
+        ``health_timeout``: the deadline of one check (a stalled worker misses it); ``audit``:
+        where every query is recorded; ``class_limits``: resource limits per user class."""
         if not workers:
             raise QEngineError("a czar needs at least one worker")
         self.metadata = metadata
+        self.audit = audit
+        self.class_limits = dict(class_limits or DEFAULT_LIMITS)
+        self._limiter = Limiter()
         self.workers = workers
         self._holdings: dict[str, dict[tuple[str, str], np.ndarray]] = {}
         self._merge = duckdb.connect(config={"threads": 2, "autoinstall_known_extensions": False,
@@ -228,12 +235,17 @@ class Czar:
             return plan.table.chunk_array()
         return np.asarray(plan.chunks, dtype=np.int64)
 
-    def explain(self, sql: str, *, lang: str = "adql", database: str | None = None) -> Explain:
+    def explain(self, sql: str, *, lang: str = "adql", database: str | None = None,
+                user: Principal | None = None) -> Explain:
+        """The plan of a query (``user``: whose grants apply; None: the trusted caller)."""
         tree = parse(sql, lang)
+        meta = self.metadata_for(user)
+        if user is not None:
+            check_tables(tree, meta, database)
         if needs_steps(tree):
             raise QueryError("this query runs in several steps (it has subqueries, WITH or UNION/INTERSECT/"
                              "EXCEPT): explain its SELECTs one by one")
-        plan = plan_query(sql, self.metadata, lang=lang, database=database, tree=tree)
+        plan = plan_query(sql, meta, lang=lang, database=database, tree=tree)
         if plan.count_from_stats is not None:
             return Explain(None, 0, [], {}, plan.merge_sql, plan.count_from_stats,
                            [f"answered from table statistics: {plan.count_from_stats} rows"])
@@ -245,40 +257,108 @@ class Czar:
         return Explain(chunks.tolist(), len(chunks), plan.regions, per, plan.merge_sql)
 
     # ------------------------------------------------------------------ execution
+    def metadata_for(self, user: Principal | None) -> Metadata:
+        """The tables ``user`` may read (None: the trusted internal caller, every table)."""
+        return self.metadata if user is None else self.metadata.for_user(user)
+
     def query(self, sql: str, *, lang: str = "adql", database: str | None = None,
               max_rows: int = 0, timeout: float = 0.0, query_id: str | None = None,
-              maxrec: int | None = None, uploads: dict[str, pa.Table] | None = None) -> pa.Table:
+              maxrec: int | None = None, uploads: dict[str, pa.Table] | None = None,
+              user: Principal | None = None, frontend: str = "python", client: str | None = None) -> pa.Table:
         """Run a query; returns a pyarrow Table with unit/UCD/description field metadata.
 
         ``query_id`` names the query for :meth:`cancel` (from another thread). ``max_rows`` is a
         hard limit (an answer with more rows is an error); ``maxrec`` is TAP's MAXREC: the first
         ``maxrec`` rows of the answer, with schema metadata ``qengine.overflow = true`` when
-        there were more. ``uploads`` are tables the query may read as ``TAP_UPLOAD.<name>``."""
+        there were more. ``uploads`` are tables the query may read as ``TAP_UPLOAD.<name>``.
+        ``user``: whose grants and class limits apply (None: the trusted internal caller, no
+        limits); ``frontend`` and ``client`` (its address) go to the audit log."""
         t0 = time.perf_counter()
+        qid = query_id or uuid.uuid4().hex
+        status, rows, error = "ERROR", None, None
+        try:
+            result = self._query_as(sql, lang, database, max_rows, timeout, qid, maxrec, uploads, user, client)
+            status, rows = "COMPLETED", result.num_rows
+            return result
+        except BaseException as exc:
+            error = str(exc) or type(exc).__name__
+            if "cancelled" in error:
+                status = "ABORTED"
+            raise
+        finally:
+            if self.audit is not None:
+                self.audit.write(user=None if user is None else user.name,
+                                 user_class=None if user is None else user.user_class, frontend=frontend,
+                                 client=client, query_id=qid, query=sql if isinstance(sql, str) else repr(sql),
+                                 status=status, rows=rows, seconds=time.perf_counter() - t0, error=error)
+
+    def _query_as(self, sql, lang, database, max_rows, timeout, qid, maxrec, uploads, user, client) -> pa.Table:
+        """:meth:`query` within the user's class limits (concurrency, rows, run time)."""
+        if user is None:
+            return self._query(sql, lang, database, max_rows, timeout, qid, maxrec, uploads, self.metadata, False)
+        lim = self.class_limits.get(user.user_class, DEFAULT_LIMITS["guest"])
+        # anonymous clients are told apart by address: one busy client must not block the others
+        key = user.name if not user.anonymous else f"{ANONYMOUS}@{_host(client)}"
+        row_cap = time_cap = False
+        if lim.max_rows:
+            if maxrec is not None and maxrec > lim.max_rows:
+                maxrec = lim.max_rows   # TAP: the answer is cut there and flagged as overflowing
+            if not max_rows or max_rows > lim.max_rows + 1:
+                # + 1: a TAP answer cut at MAXREC has one more row for its overflow flag
+                max_rows, row_cap = lim.max_rows + (1 if maxrec is not None else 0), True
+        if lim.max_seconds and (not timeout or timeout > lim.max_seconds):
+            timeout, time_cap = lim.max_seconds, True
+        with self._limiter.slot(key, user.user_class, lim.max_concurrent):
+            try:
+                return self._query(sql, lang, database, max_rows, timeout, qid, maxrec, uploads,
+                                   self.metadata.for_user(user), True)
+            except QueryError as exc:
+                text = str(exc)
+                if row_cap and "result is too large" in text:
+                    raise QueryError(f"the result is too large for user {user.name} (class {user.user_class}): "
+                                     f"at most {lim.max_rows:,} rows per query (the class's max_rows). Narrow "
+                                     "the query (a smaller region, more selective conditions), ask for fewer "
+                                     "rows (TOP/LIMIT, MAXREC) or an aggregate, or ask the operators for a "
+                                     "larger class") from None
+                if time_cap and "longer than its time limit" in text:
+                    raise QueryError(f"the query ran longer than {lim.max_seconds:g} s, the run-time limit of user "
+                                     f"{user.name} (class {user.user_class}, max_seconds): narrow it (a smaller "
+                                     "region, more selective conditions) or ask the operators for a larger "
+                                     "class") from None
+                raise
+
+    def _query(self, sql, lang, database, max_rows, timeout, qid, maxrec, uploads, meta: Metadata,
+               check: bool) -> pa.Table:
         if maxrec is not None and maxrec < 0:
             raise QueryError(f"MAXREC must be 0 or more, got {maxrec}")
-        qid = query_id or uuid.uuid4().hex
+        t0 = time.perf_counter()
         tree = parse(sql, lang)
+        if check:  # every table the query names, in any position, must be in the user's grants
+            check_tables(tree, meta, database)
         if needs_steps(tree):  # subqueries, WITH, set operations: several passes (czar/compose.py)
             steps = Steps(run_select=lambda t, ups: self._answer(sql, t, lang, database, None, ups, max_rows,
-                                                                  timeout, qid),
+                                                                  timeout, qid, meta),
                           run_local=self._run_local, translate=to_duckdb, uploads=dict(uploads or {}))
             result = steps.answer(tree)
         else:
-            result = self._answer(sql, tree, lang, database, maxrec, uploads, max_rows, timeout, qid)
+            result = self._answer(sql, tree, lang, database, maxrec, uploads, max_rows, timeout, qid, meta)
         log.info("query done in %.3f s: %d rows", time.perf_counter() - t0, result.num_rows)
         if max_rows and result.num_rows > max_rows:  # each worker's part may be under the limit
             raise QueryError(_too_large(max_rows))
         return _truncate(result, maxrec)
 
     def _answer(self, sql: str, tree, lang: str, database: str | None, maxrec: int | None,
-                uploads: dict[str, pa.Table] | None, max_rows: int, timeout: float, qid: str) -> pa.Table:
-        """One plain SELECT through the cluster: plan, fan out, merge."""
+                uploads: dict[str, pa.Table] | None, max_rows: int, timeout: float, qid: str,
+                meta: Metadata | None = None) -> pa.Table:
+        """One plain SELECT through the cluster: plan, fan out, merge (``meta``: the tables the
+        caller may read; default all)."""
+        meta = self.metadata if meta is None else meta
         # an uploaded table matched by position with a director: chunk by chunk (czar/crossmatch)
-        xm = answer_crossmatch(self, tree, sql, lang, database, uploads, maxrec)
+        xm = answer_crossmatch(self if meta is self.metadata else _Scoped(self, meta), tree, sql, lang, database,
+                               uploads, maxrec)
         if xm is not None:
             return xm
-        plan = plan_query(sql, self.metadata.with_uploads(uploads), lang=lang, database=database,
+        plan = plan_query(sql, meta.with_uploads(uploads), lang=lang, database=database,
                           maxrec=maxrec, tree=tree)
         if plan.count_from_stats is not None:
             return pa.table({plan.count_name: pa.array([plan.count_from_stats], pa.int64())})
@@ -538,6 +618,42 @@ class Czar:
         finally:
             cur.close()
         return _with_metadata(result, plan)
+
+
+class _Scoped:
+    """The czar as one user sees it: its ``metadata`` is the user's view (for code such as the
+    crossmatch that resolves names through ``czar.metadata``); everything else is the czar."""
+
+    def __init__(self, czar: Czar, metadata: Metadata) -> None:
+        self._czar, self.metadata = czar, metadata
+
+    def __getattr__(self, name: str):
+        return getattr(self._czar, name)
+
+
+def check_tables(tree, meta: Metadata, database: str | None) -> None:
+    """Resolve every table ``tree`` names (FROM, JOIN, subqueries, CTEs, set operations, EXISTS)
+    in ``meta``: a table the user may not read raises the same "unknown table" error as one that
+    does not exist. CTE names and uploaded tables (the user's own) are not catalogue tables."""
+    from sqlglot import exp
+
+    ctes = {c.alias_or_name.lower() for c in tree.find_all(exp.CTE)}
+    for t in tree.find_all(exp.Table):
+        name, db = t.name, t.db
+        if not name or not isinstance(t.this, exp.Identifier):
+            continue  # a table function: the sandbox's business
+        if not db and name.lower() in ctes:
+            continue
+        if db and db.lower() == UPLOAD_DB.lower():
+            continue
+        meta.resolve(db or None, name, database)
+
+
+def _host(client: str | None) -> str:
+    """The host part of ``host:port`` (anonymous clients are counted per host)."""
+    if not client:
+        return "unknown"
+    return client.rsplit(":", 1)[0] if client.count(":") == 1 else client
 
 
 def _short(exc: Exception) -> str:

@@ -143,6 +143,15 @@ class Metadata:
             view.tables[(UPLOAD_DB.lower(), name.lower())] = upload_table_info(name, table.schema)
         return view
 
+    def for_user(self, principal) -> "Metadata":
+        """The tables ``principal`` (a :class:`qengine.users.Principal`) may read, with the same
+        interface: a table outside its grants resolves exactly like one that does not exist
+        (same error, never named in a "did you mean" hint)."""
+        view = object.__new__(type(self))
+        view.__dict__.update(self.__dict__)
+        view.tables = {k: t for k, t in self.tables.items() if principal.allows(t.database, t.name)}
+        return view
+
     def databases(self) -> list[str]:
         return sorted({t.database for t in self.tables.values()})
 
