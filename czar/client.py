@@ -8,6 +8,7 @@ import urllib.request
 import pyarrow as pa
 
 from qengine.errors import QEngineError, QueryError
+from qengine.users import AuthError
 
 __all__ = ["Connection", "connect"]
 
@@ -15,13 +16,17 @@ __all__ = ["Connection", "connect"]
 class Connection:
     """Queries a czar over HTTP; the same ``query``/``explain`` as a LocalCluster."""
 
-    def __init__(self, url: str, timeout: float = 3600.0) -> None:
+    def __init__(self, url: str, timeout: float = 3600.0, token: str | None = None) -> None:
+        """``token``: a bearer token (``qengine user token NAME``) when the czar authenticates."""
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self._headers = {"Content-Type": "application/json"}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
 
     def _post(self, path: str, body: dict) -> tuple[bytes, str]:
         req = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
+                                     headers=self._headers, method="POST")
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 return resp.read(), resp.headers.get("Content-Type", "")
@@ -32,6 +37,8 @@ class Connection:
                 raise QEngineError(f"czar answered HTTP {exc.code}") from None
             if err.get("type") in ("QueryError", "QuerySyntaxError"):
                 raise QueryError(err.get("error", "query failed")) from None
+            if exc.code == 401:
+                raise AuthError(err.get("error", "authentication required")) from None
             raise QEngineError(err.get("error", f"czar answered HTTP {exc.code}")) from None
         except urllib.error.URLError as exc:
             raise QEngineError(f"cannot reach the czar at {self.url}: {exc.reason}") from None
@@ -59,6 +66,6 @@ class Connection:
         self.close()
 
 
-def connect(url: str, timeout: float = 3600.0) -> Connection:
-    """Connect to a czar, e.g. ``qengine.connect("http://localhost:8080")``."""
-    return Connection(url, timeout)
+def connect(url: str, timeout: float = 3600.0, token: str | None = None) -> Connection:
+    """Connect to a czar, e.g. ``qengine.connect("http://localhost:8080", token=...)``."""
+    return Connection(url, timeout, token)

@@ -150,8 +150,8 @@ class LocalCluster:
     def query(self, sql: str, *, lang: str = "adql", database: str | None = None, **kwargs) -> pa.Table:
         return self.czar.query(sql, lang=lang, database=database, **kwargs)
 
-    def explain(self, sql: str, *, lang: str = "adql", database: str | None = None) -> Explain:
-        return self.czar.explain(sql, lang=lang, database=database)
+    def explain(self, sql: str, *, lang: str = "adql", database: str | None = None, user=None) -> Explain:
+        return self.czar.explain(sql, lang=lang, database=database, user=user)
 
     def refresh(self) -> None:
         self.czar.refresh()

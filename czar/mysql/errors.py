@@ -9,6 +9,7 @@ from enum import IntEnum
 from mysql_mimic.errors import SQLSTATES, MysqlError
 
 from qengine.errors import QEngineError, QueryError, QuerySyntaxError
+from qengine.users import AuthError, LimitError
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,8 @@ class Code(IntEnum):
     WRONG_ARGUMENTS = 1210        # Incorrect arguments to a function
     RESULT_TOO_LARGE = 1104       # ER_TOO_BIG_SELECT
     QUERY_TIMEOUT = 3024          # maximum statement execution time exceeded
+    ACCESS_DENIED = 1045          # Access denied for user
+    TOO_MANY_QUERIES = 1226       # ER_USER_LIMIT_REACHED: a resource limit of the user
 
 
 # mysql-mimic sends HY000 for codes it does not know; give clients the standard SQLSTATEs.
@@ -41,7 +44,8 @@ SQLSTATES.update({
     Code.BAD_DB_ERROR: b"42000", Code.NON_UNIQ_ERROR: b"23000", Code.BAD_FIELD_ERROR: b"42S22",
     Code.NO_SUCH_TABLE: b"42S02", Code.UNKNOWN_TABLE: b"42S02", Code.NONUNIQ_TABLE: b"42000",
     Code.QUERY_INTERRUPTED: b"70100", Code.NO_SUCH_THREAD: b"HY000", Code.WRONG_ARGUMENTS: b"HY000",
-    Code.QUERY_TIMEOUT: b"HY000", Code.RESULT_TOO_LARGE: b"42000",
+    Code.QUERY_TIMEOUT: b"HY000", Code.RESULT_TOO_LARGE: b"42000", Code.ACCESS_DENIED: b"28000",
+    Code.TOO_MANY_QUERIES: b"42000",
 })
 
 # QueryError has no subclasses per kind yet: the kind is read from the planner's message.
@@ -75,6 +79,10 @@ def to_mysql_error(exc: BaseException) -> MysqlError:
             if pattern.search(reason):
                 return mysql_error(code, str(exc))
         return mysql_error(Code.UNKNOWN_ERROR, str(exc))
+    if isinstance(exc, LimitError):
+        return mysql_error(Code.TOO_MANY_QUERIES, str(exc))
+    if isinstance(exc, AuthError):
+        return mysql_error(Code.ACCESS_DENIED, str(exc))
     if isinstance(exc, QEngineError):
         return mysql_error(Code.UNKNOWN_ERROR, str(exc))
     log.exception("internal error answering a MySQL client", exc_info=exc)

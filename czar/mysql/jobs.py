@@ -32,6 +32,7 @@ from czar.engine import Czar
 from czar.jobs import INTERRUPTED, JobDB, JobRow, Reaper
 from czar.mysql.errors import Code, mysql_error, to_mysql_error
 from qengine.errors import QEngineError
+from qengine.users import Principal
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class QueryRecord:
     result_path: str | None = None     # async jobs only: the stored result, until deleted or expired
     killed: bool = False
     started: bool = False              # async jobs: taken by a pool thread
+    principal: Principal | None = None  # whose grants and limits apply (None: trusted)
     done: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -132,13 +134,13 @@ class QueryRegistry:
 
     # ------------------------------------------------------------------ bookkeeping
     def new(self, sql: str, *, database: str | None, user: str, host: str, connection_id: int | None,
-            kind: str = "SYNC") -> QueryRecord:
+            kind: str = "SYNC", principal: Principal | None = None) -> QueryRecord:
         with self._lock:
             if self._closed:
                 raise mysql_error(Code.UNKNOWN_ERROR, "the server is shutting down")
         qid = self.store.next_id("mysql-query")  # ids keep increasing across restarts
         rec = QueryRecord(qid, sql, database, user, host, connection_id, kind,
-                          czar_query_id=f"mysql-{self._tag}-{qid}")
+                          czar_query_id=f"mysql-{self._tag}-{qid}", principal=principal)
         if kind == "ASYNC":
             self._save_new(rec)
         with self._lock:
@@ -177,7 +179,8 @@ class QueryRegistry:
             if rec.killed:
                 raise mysql_error(Code.QUERY_INTERRUPTED, "Query execution was interrupted")
             table = self.czar.query(rec.sql, lang="qserv", database=rec.database, timeout=timeout,
-                                    query_id=rec.czar_query_id)
+                                    query_id=rec.czar_query_id, user=rec.principal,
+                                    frontend="mysql" if rec.kind == "SYNC" else "mysql-async", client=rec.host)
             if rec.killed:  # KILL arrived while the czar was planning or merging
                 raise mysql_error(Code.QUERY_INTERRUPTED, "Query execution was interrupted")
         except BaseException as exc:  # noqa: BLE001 - every failure is reported to the client

@@ -92,6 +92,20 @@ def is_info_schema_query(tree: exp.Expression, database: str | None = None) -> b
     return any(_is_info_table(t, database) for t in tree.find_all(exp.Table))
 
 
+class UserView:
+    """The queries of one user only (MySQL shows a user its own queries); ``user`` None: all."""
+
+    def __init__(self, registry: QueryRegistry, user: str | None) -> None:
+        self.registry, self.user = registry, user
+        self.czar_name = registry.czar_name
+
+    def records(self) -> list[QueryRecord]:
+        return [r for r in self.registry.records() if self.user is None or r.user == self.user]
+
+    def running(self) -> list[QueryRecord]:
+        return [r for r in self.records() if r.status == EXECUTING]
+
+
 def query_info_schema(registry: QueryRegistry, tree: exp.Expression, database: str | None = None) -> pa.Table:
     """Run a SELECT over information_schema.processlist/queries (MySQL syntax) in DuckDB."""
     tables = info_schema_tables(registry)
@@ -106,7 +120,8 @@ def query_info_schema(registry: QueryRegistry, tree: exp.Expression, database: s
         sql = tree.sql("duckdb")
     except SqlglotError as err:
         raise mysql_error(Code.PARSE_ERROR, f"cannot read the query: {err}") from None
-    con = duckdb.connect()
+    con = duckdb.connect(config={"enable_external_access": False, "autoinstall_known_extensions": False,
+                                 "autoload_known_extensions": False})  # user SQL: no files, no network
     try:
         for name, table in tables.items():
             con.register(f"__{name}", table)

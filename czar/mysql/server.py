@@ -2,7 +2,10 @@
 
 ``start_mysql_server(czar, host, port)`` serves in a background thread with its own asyncio
 loop and returns a handle (``.port``, ``.stop()``); ``serve_mysql(...)`` blocks until stopped.
-Connections are accepted from any user name without a password until qengine has a user store.
+Without ``auth`` any user name is accepted without a password (every client trusted); with it,
+users log in with the password of the user store (``mysql_native_password``: MySQL's own
+challenge-response, the password never crosses the wire), and ``anonymous`` with an empty
+password when the cluster allows anonymous access.
 """
 from __future__ import annotations
 
@@ -14,7 +17,9 @@ from pathlib import Path
 from typing import Self
 
 from mysql_mimic import MysqlServer
-from mysql_mimic.auth import IdentityProvider
+import secrets
+
+from mysql_mimic.auth import IdentityProvider, NativePasswordAuthPlugin, NoLoginAuthPlugin, User
 from mysql_mimic.control import LocalControl
 from mysql_mimic.variables import SYSTEM_VARIABLES, GlobalVariables, SessionVariables
 
@@ -22,6 +27,7 @@ from czar.engine import Czar
 from czar.mysql.jobs import QueryRegistry
 from czar.mysql.session import QservSession
 from qengine.errors import QEngineError
+from qengine.users import ANONYMOUS, AuthConfig
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +52,41 @@ if not any(isinstance(f, _UserErrorsAtInfo) for f in _MIMIC_LOG.filters):
     _MIMIC_LOG.addFilter(_UserErrorsAtInfo())
 
 
+class StoreIdentityProvider(IdentityProvider):
+    """Users of the user store, checked by ``mysql_native_password`` against SHA1(SHA1(password))."""
+
+    def __init__(self, auth: AuthConfig) -> None:
+        self.auth = auth
+        self._decoy = secrets.token_hex(20)  # unknown users fail like a wrong password
+
+    def get_plugins(self):
+        return [NativePasswordAuthPlugin(), NoLoginAuthPlugin()]
+
+    async def get_user(self, username: str) -> User | None:
+        native = NativePasswordAuthPlugin.name
+        if username in (ANONYMOUS, ""):
+            if self.auth.anonymous:  # an empty password only (the plugin's empty-password path)
+                return User(name=ANONYMOUS, auth_string=None, auth_plugin=native)
+            return User(name=username or ANONYMOUS, auth_plugin=NoLoginAuthPlugin.name)
+        try:
+            stored = self.auth.store.mysql_auth_string(username)
+        except QEngineError as exc:
+            log.error("MySQL login: %s", exc)
+            stored = None
+        if stored is None:  # unknown, or no password (token only): never an empty-password login
+            return User(name=username, auth_string=self._decoy, auth_plugin=native)
+        return User(name=username, auth_string=stored, auth_plugin=native)
+
+
 class Frontend:
     """What every connection of one endpoint shares: the czar, the query registry, the pool of
     threads that wait on the czar, and the live sessions by connection id (for KILL)."""
 
     def __init__(self, czar: Czar, *, query_threads: int = 8, async_workers: int = 2,
                  result_ttl: float = 3600.0, state_dir: str | Path | None = None,
-                 reap_interval: float = 30.0) -> None:
+                 reap_interval: float = 30.0, auth: AuthConfig | None = None) -> None:
         self.czar = czar
+        self.auth = auth
         self.registry = QueryRegistry(czar, async_workers=async_workers, result_ttl=result_ttl,
                                       state_dir=state_dir, reap_interval=reap_interval)
         self.executor = ThreadPoolExecutor(max_workers=query_threads, thread_name_prefix="mysql-query")
@@ -81,6 +114,9 @@ class MySQLServerHandle:
     def __init__(self, czar: Czar, host: str, port: int, identity_provider: IdentityProvider | None,
                  **frontend_options) -> None:
         self.frontend = Frontend(czar, **frontend_options)
+        auth = frontend_options.get("auth")
+        if identity_provider is None and auth is not None:
+            identity_provider = StoreIdentityProvider(auth)
         self.host = host
         self.port = 0
         self._loop = asyncio.new_event_loop()
@@ -151,7 +187,8 @@ def start_mysql_server(czar: Czar, host: str = "127.0.0.1", port: int = DEFAULT_
     ``async_workers`` (concurrent SUBMIT-ted jobs, 2), ``result_ttl`` (seconds async results are
     kept, 3600), ``state_dir`` (the czar's job store: SUBMIT-ted jobs and their results survive a
     restart; None: a temporary one, deleted at ``stop()``), ``reap_interval`` (seconds between
-    expiry checks, 30)."""
+    expiry checks, 30), ``auth`` (users and grants: :class:`qengine.users.AuthConfig`; None: any
+    user name, trusted)."""
     return MySQLServerHandle(czar, host, port, identity_provider, **frontend_options)
 
 

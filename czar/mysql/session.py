@@ -24,7 +24,11 @@ from czar.mysql.commands import Command, classify, strip_statement
 from czar.mysql.errors import Code, mysql_error, to_mysql_error
 from czar.mysql.jobs import QueryRecord
 from czar.mysql.types import column_declaration, encode_batch, result_columns
+from czar.dialects import parse
+from czar.engine import check_tables
+from czar.metadata import Metadata
 from czar.plan import plan_query
+from qengine.users import Principal
 
 if TYPE_CHECKING:
     from czar.mysql.server import Frontend
@@ -65,12 +69,42 @@ class QservSession(Session):
         super().__init__(frontend.variables())
         self.frontend = frontend
         self.registry = frontend.registry
-        self.metadata = frontend.czar.metadata
+        self.auth = frontend.auth
         self.host = ""
+
+    # ------------------------------------------------------------------ who is connected
+    def principal(self) -> Principal | None:
+        """The connected user with its grants as they are now (None: no authentication, trusted)."""
+        if self.auth is None:
+            return None
+        p = self.auth.principal(self.username) if self.username else None
+        if p is None:
+            raise mysql_error(Code.ACCESS_DENIED, f"Access denied for user '{self.username or ''}': "
+                              "not (or no longer) a user of this cluster")
+        return p
+
+    @property
+    def metadata(self) -> Metadata:
+        """The catalogue tables this connection's user may read."""
+        return self.frontend.czar.metadata_for(self.principal())
+
+    def _queries(self):
+        """The query registry as this user sees it (its own queries when authenticated)."""
+        return processlist.UserView(self.registry, None if self.auth is None else self.username)
+
+    def _own(self, qid: int) -> None:
+        """Another user's query id is answered like an unknown one."""
+        rec = self.registry.get(qid)
+        if self.auth is not None and rec is not None and rec.user != self.username:
+            raise mysql_error(Code.NO_SUCH_TABLE, f"no result for query {qid}: no async query with this id "
+                              "(SUBMIT returns the id)")
 
     # ------------------------------------------------------------------ connection life
     async def init(self, connection) -> None:
         await super().init(connection)
+        if self.auth is not None and not self.username:
+            # mysql-mimic reports a failed login to the client but keeps the connection: close it
+            raise mysql_error(Code.ACCESS_DENIED, "Access denied")
         peer = connection.stream.writer.get_extra_info("peername")
         self.host = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else str(peer or "")
         if self.database:  # the database given at connect time (not checked by mysql-mimic)
@@ -141,7 +175,7 @@ class QservSession(Session):
         tree = statements[0]
         if isinstance(tree, exp.Query):
             if processlist.is_info_schema_query(tree, self.database):
-                return table_result(processlist.query_info_schema(self.registry, tree, self.database))
+                return table_result(processlist.query_info_schema(self._queries(), tree, self.database))
             if _reads_catalogue(tree, self.database):
                 return await self._catalogue_query(sql)
             for key in ("from", "from_"):  # SELECT ... FROM DUAL is a SELECT without FROM
@@ -175,7 +209,7 @@ class QservSession(Session):
     def _new(self, sql: str, kind: str) -> QueryRecord:
         conn_id = self._connection.connection_id if self._connection else None
         return self.registry.new(sql, database=self.database, user=self.username or "", host=self.host,
-                                 connection_id=conn_id, kind=kind)
+                                 connection_id=conn_id, kind=kind, principal=self.principal())
 
     async def _catalogue_query(self, sql: str) -> ResultSet:
         rec = self._new(strip_statement(sql), "SYNC")
@@ -189,8 +223,9 @@ class QservSession(Session):
 
     async def _explain(self, sql: str) -> tuple[list, list[str]]:
         loop = asyncio.get_running_loop()
+        user = self.principal()
         ex = await loop.run_in_executor(self.frontend.executor, lambda: self.frontend.czar.explain(
-            sql, lang="qserv", database=self.database))
+            sql, lang="qserv", database=self.database, user=user))
         return [(line,) for line in str(ex).splitlines()], ["EXPLAIN"]
 
     # ------------------------------------------------------------------ Qserv commands
@@ -198,18 +233,22 @@ class QservSession(Session):
         if cmd.kind == "submit":
             return await self._submit(cmd.arg or "")
         if cmd.kind == "result":
+            self._own(int(cmd.arg))
             return await self._fetch(int(cmd.arg))
         if cmd.kind == "delete":
+            self._own(int(cmd.arg))
             self.registry.delete_result(int(cmd.arg))
             return None
         if cmd.kind == "cancel":
+            if self.auth is not None and not any(r.id == int(cmd.arg) for r in self._queries().records()):
+                raise mysql_error(Code.NO_SUCH_THREAD, f"Unknown query id: {cmd.arg}")
             self.registry.cancel_id(int(cmd.arg))
             return None
         if cmd.kind == "kill":
             await self._kill(int(cmd.arg), cmd.option or "CONNECTION")
             return None
         if cmd.kind == "processlist":
-            return table_result(processlist.show_processlist(self.registry, full=cmd.option == "FULL"))
+            return table_result(processlist.show_processlist(self._queries(), full=cmd.option == "FULL"))
         raise mysql_error(Code.NOT_SUPPORTED_YET, f"PROCEDURE {cmd.arg.split('(')[0].strip()} does not exist: "
                           "the only procedure is qserv_result_delete(id)")
 
@@ -217,8 +256,13 @@ class QservSession(Session):
         """SUBMIT: check the query now (syntax, tables, columns), run it in the background."""
         loop = asyncio.get_running_loop()
         database = self.database
-        await loop.run_in_executor(self.frontend.executor, lambda: plan_query(
-            sql, self.metadata, lang="qserv", database=database))
+        meta = self.metadata
+
+        def check() -> None:
+            if self.auth is not None:
+                check_tables(parse(sql, "qserv"), meta, database)
+            plan_query(sql, meta, lang="qserv", database=database)
+        await loop.run_in_executor(self.frontend.executor, check)
         rec = self._new(strip_statement(sql), "ASYNC")
         self.registry.submit(rec, self._timeout())
         return [(rec.id, rec.result_location)], ["jobId", "resultLocation"]
@@ -236,6 +280,8 @@ class QservSession(Session):
         """KILL [QUERY|CONNECTION] n: n is a connection id (CONNECTION_ID(), SHOW PROCESSLIST's
         ConnectionId) or, failing that, a query id (SHOW PROCESSLIST's Id)."""
         session = self.frontend.sessions.get(target)
+        if session is not None and self.auth is not None and session.username != self.username:
+            session = None  # another user's connection: as if unknown
         if session is not None:
             rec = self.registry.on_connection(target)
             if rec is not None:
@@ -246,6 +292,8 @@ class QservSession(Session):
                 await self.connection.control.kill(target, KillKind.CONNECTION)
             return
         rec = self.registry.get(target)
+        if rec is not None and self.auth is not None and rec.user != self.username:
+            rec = None
         if rec is not None and rec.status == "EXECUTING":
             self.registry.cancel(rec)
             return

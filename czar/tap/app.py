@@ -28,6 +28,7 @@ from czar.tap.upload import load_uploads
 from czar.tap.uws import PHASES, Job, JobStore, inline_parts, iso, parse_iso
 from czar.tap.votable import error_votable
 from qengine.errors import QEngineError
+from qengine.users import ANONYMOUS, AuthConfig, Principal
 
 __all__ = ["TapService"]
 
@@ -38,6 +39,12 @@ VOTABLE = "application/x-votable+xml"
 TEXT = "text/plain"
 
 
+def _owns(user: Principal | None, job: Job) -> bool:
+    """Whether ``user`` may see ``job`` (None: no authentication, every job; a job from before
+    authentication was turned on belongs to the anonymous user)."""
+    return user is None or (job.owner or ANONYMOUS) == user.name
+
+
 def _error(message: str, status: int = 400) -> Response:
     return Response(error_votable(message), status_code=status, media_type=VOTABLE)
 
@@ -46,18 +53,34 @@ def _text(text: str, status: int = 200) -> Response:
     return Response(text, status_code=status, media_type=TEXT)
 
 
+USER_KEY = "qengine.user"   # set in the ASGI scope by czar.server.AuthMiddleware
+_SCHEMA_CACHE = 64          # per-grant TAP_SCHEMA copies kept
+
+
+def _user(request: Request) -> Principal | None:
+    """Who sent the request (None: the service runs without authentication: trusted)."""
+    return request.scope.get(USER_KEY)
+
+
+def _client(request: Request) -> str | None:
+    c = request.client
+    return f"{c.host}:{c.port}" if c else None
+
+
 class TapService:
     """TAP over one :class:`~czar.engine.Czar`; ``routes()`` plugs into a Starlette app."""
 
     def __init__(self, czar: Czar, job_dir: str | Path, limits: Limits | None = None,
                  base_url: str | None = None, reap_interval: float = 30.0,
-                 state_dir: str | Path | None = None) -> None:
+                 state_dir: str | Path | None = None, auth: AuthConfig | None = None) -> None:
         """``job_dir`` holds the jobs' files, ``state_dir`` the czar's job store (their metadata;
-        default: next to ``job_dir``)."""
+        default: next to ``job_dir``); ``auth``: users and grants (None: every caller trusted)."""
         self.czar = czar
+        self.auth = auth
         self.limits = limits or Limits()
         self.base_url = base_url.rstrip("/") if base_url else None
         self.tap_schema = TapSchema(czar.metadata)
+        self._schemas: dict[tuple, tuple[object, TapSchema]] = {}
         self.jobs = JobStore(job_dir, self._run_job, czar.cancel, self.limits, reap_interval, state_dir=state_dir)
 
     def close(self) -> None:
@@ -97,10 +120,26 @@ class TapService:
                         items.append((name, value))
         return items, inline
 
-    def _execute(self, params: TapParams, inline: dict[str, bytes], query_id: str, timeout: float) -> tuple[bytes, str]:
+    def schema_for(self, user: Principal | None) -> TapSchema:
+        """TAP_SCHEMA as ``user`` sees it: only the tables it may read (None: all)."""
+        if user is None:
+            return self.tap_schema.current()
+        source = self.czar.metadata.tables  # replaced when the czar reloads its metadata
+        hit = self._schemas.get(user.key)
+        if hit is not None and hit[0] is source:
+            return hit[1]
+        ts = TapSchema(self.czar.metadata.for_user(user))
+        if len(self._schemas) >= _SCHEMA_CACHE:
+            self._schemas.pop(next(iter(self._schemas)))
+        self._schemas[user.key] = (source, ts)
+        return ts
+
+    def _execute(self, params: TapParams, inline: dict[str, bytes], query_id: str, timeout: float,
+                 user: Principal | None = None, frontend: str = "tap", client: str | None = None) -> tuple[bytes, str]:
         t0 = time.perf_counter()
         uploads = load_uploads(params.uploads, inline, self.limits)
-        result = run_query(self.czar, self.tap_schema.current(), params, uploads, query_id=query_id, timeout=timeout)
+        result = run_query(self.czar, self.schema_for(user), params, uploads, query_id=query_id, timeout=timeout,
+                           user=user, frontend=frontend, client=client)
         infos = {"RUNID": params.runid} if params.runid else None
         body, media = render(result.table, params.format, overflow=result.overflow, infos=infos)
         log.info("TAP query %s: %d rows%s, %d bytes of %s in %.3f s", query_id, result.table.num_rows,
@@ -109,7 +148,14 @@ class TapService:
 
     def _run_job(self, job: Job, d: Path) -> tuple[bytes, str, str]:
         params = parse_params(collect(job.parameters), self.limits)
-        body, media = self._execute(params, inline_parts(job, d), job.job_id, job.execution_duration)
+        user = None
+        if self.auth is not None:  # the owner's grants as they are now, not when the job was created
+            user = self.auth.principal(job.owner or ANONYMOUS)
+            if user is None:
+                raise QEngineError(f"the job's owner {job.owner or ANONYMOUS} can no longer run queries "
+                                   "(removed, or anonymous access was turned off)")
+        body, media = self._execute(params, inline_parts(job, d), job.job_id, job.execution_duration,
+                                    user=user, frontend="tap-async", client=job.client)
         return body, media, EXTENSIONS[params.format]
 
     # ------------------------------------------------------------------ sync
@@ -122,7 +168,8 @@ class TapService:
         qid = "sync-" + uuid.uuid4().hex
         try:
             body, media = await self._watch(request, qid, run_in_threadpool(
-                self._execute, params, inline, qid, self.limits.sync_duration))
+                self._execute, params, inline, qid, self.limits.sync_duration, _user(request), "tap-sync",
+                _client(request)))
         except QEngineError as exc:
             return _error(message_of(exc))
         except Exception as exc:  # a bug: still an error document, never a dropped connection
@@ -144,9 +191,10 @@ class TapService:
                 return await task
 
     # ------------------------------------------------------------------ async (UWS)
-    def _job_or_404(self, job_id: str) -> Job:
+    def _job_or_404(self, job_id: str, request: Request) -> Job:
+        """The job, if the caller owns it; another user's job is answered like a missing one."""
         job = self.jobs.get(job_id)
-        if job is None:
+        if job is None or not _owns(_user(request), job):
             raise HTTPException(404, f"no job {job_id}")
         return job
 
@@ -154,7 +202,9 @@ class TapService:
         if request.method == "POST":
             try:
                 items, inline = await self._params(request)
-                job = self.jobs.create(items, inline)
+                user = _user(request)
+                job = self.jobs.create(items, inline, owner=None if user is None else user.name,
+                                       client=_client(request))
             except QEngineError as exc:
                 return _error(message_of(exc))
             return RedirectResponse(f"{self._base(request)}/async/{job.job_id}", status_code=303)
@@ -172,7 +222,9 @@ class TapService:
             return _error("LAST must be a non-negative integer")
         except QEngineError as exc:
             return _error(message_of(exc))
-        jobs = self.jobs.jobs()
+        user = _user(request)
+        # one's own jobs only; anonymous jobs are reached by their (unguessable) URL, never listed
+        jobs = [j for j in self.jobs.jobs() if user is None or (not user.anonymous and _owns(user, j))]
         jobs = [j for j in jobs if (j.phase in phases if phases else j.phase != "ARCHIVED")]
         if after is not None:
             jobs = [j for j in jobs if j.creation_time > after]
@@ -182,7 +234,7 @@ class TapService:
 
     async def job(self, request: Request) -> Response:
         job_id = request.path_params["job_id"]
-        job = self._job_or_404(job_id)
+        job = self._job_or_404(job_id, request)
         base = self._base(request)
         if request.method == "DELETE":
             self.jobs.delete(job_id)
@@ -209,7 +261,7 @@ class TapService:
             wait = self.limits.max_wait if wait < 0 else min(wait, self.limits.max_wait)
             phase = q["PHASE"][-1].strip().upper() if q.get("PHASE") else None
             await self._wait(job_id, wait, phase)
-            job = self._job_or_404(job_id)
+            job = self._job_or_404(job_id, request)
         return Response(uws_xml.job_xml(job, f"{base}/async/{job_id}"), media_type=XML)
 
     async def _wait(self, job_id: str, seconds: float, phase: str | None) -> None:
@@ -230,7 +282,7 @@ class TapService:
 
     async def job_part(self, request: Request) -> Response:
         job_id, part = request.path_params["job_id"], request.path_params["part"]
-        job = self._job_or_404(job_id)
+        job = self._job_or_404(job_id, request)
         base = f"{self._base(request)}/async/{job_id}"
         if request.method == "POST":
             try:
@@ -286,7 +338,7 @@ class TapService:
 
     async def result(self, request: Request) -> Response:
         job_id, rid = request.path_params["job_id"], request.path_params["result_id"]
-        job = self._job_or_404(job_id)
+        job = self._job_or_404(job_id, request)
         if rid != "result" or job.phase != "COMPLETED" or job.result is None:
             return _text(f"job {job_id} is {job.phase}: no result {rid}", 404)
         path = self.jobs.job_dir(job_id) / job.result[0]
@@ -315,16 +367,17 @@ class TapService:
 
     async def tables(self, request: Request) -> Response:
         detail = collect(list(request.query_params.multi_items())).get("DETAIL", ["max"])[-1].lower()
-        return Response(vosi.tableset_xml(self.tap_schema.current().schemas, detail != "min"), media_type=XML)
+        return Response(vosi.tableset_xml(self.schema_for(_user(request)).schemas, detail != "min"), media_type=XML)
 
     async def table(self, request: Request) -> Response:
-        t = self.tap_schema.current().table(request.path_params["name"])
+        t = self.schema_for(_user(request)).table(request.path_params["name"])
         if t is None:
             return _text(f"no table {request.path_params['name']}", 404)
         return Response(vosi.table_xml(t), media_type=XML)
 
     async def examples(self, request: Request) -> Response:
-        return Response(examples_mod.examples_xhtml(self.czar.metadata), media_type="application/xhtml+xml")
+        meta = self.czar.metadata_for(_user(request))
+        return Response(examples_mod.examples_xhtml(meta), media_type="application/xhtml+xml")
 
     async def root(self, request: Request) -> Response:
         base = self._base(request)

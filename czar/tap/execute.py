@@ -12,6 +12,7 @@ from czar.engine import Czar
 from czar.tap.params import TapParams
 from czar.tap.tap_schema import TapSchema
 from qengine.errors import QueryError
+from qengine.users import Principal
 
 __all__ = ["Result", "run_query"]
 
@@ -27,8 +28,10 @@ class Result:
 
 
 def run_query(czar: Czar, tap_schema: TapSchema, params: TapParams, uploads: dict[str, pa.Table],
-              *, query_id: str | None = None, timeout: float = 0.0) -> Result:
-    """The answer to ``params`` (first MAXREC rows and the overflow flag)."""
+              *, query_id: str | None = None, timeout: float = 0.0, user: Principal | None = None,
+              frontend: str = "tap", client: str | None = None) -> Result:
+    """The answer to ``params`` (first MAXREC rows and the overflow flag); ``tap_schema`` is the
+    one ``user`` sees, whose grants and limits apply (None: trusted)."""
     tree = parse(params.query, "adql" if params.lang == "adql" else params.lang)
     reads_ts, reads_upload, reads_other = TapSchema.references(tree)
     if reads_ts:
@@ -42,5 +45,5 @@ def run_query(czar: Czar, tap_schema: TapSchema, params: TapParams, uploads: dic
     if reads_upload and not uploads:
         raise QueryError("the query reads TAP_UPLOAD tables but the request has no UPLOAD parameter")
     table = czar.query(params.query, lang=params.lang, timeout=timeout, query_id=query_id,
-                       maxrec=params.maxrec, uploads=uploads or None)
+                       maxrec=params.maxrec, uploads=uploads or None, user=user, frontend=frontend, client=client)
     return Result(table, (table.schema.metadata or {}).get(OVERFLOW_KEY) == b"true")

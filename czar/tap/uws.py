@@ -77,6 +77,7 @@ class Job:
     end_time: datetime | None = None
     result: tuple[str, str] | None = None        # (file name, media type)
     error: str | None = None
+    client: str | None = None                    # the creating client's address (audit log)
 
     def param(self, name: str) -> str | None:
         return next((v for k, v in self.parameters if k.upper() == name.upper()), None)
@@ -88,7 +89,8 @@ class Job:
                       ended=_ts(self.end_time), error=self.error, expires=_ts(self.destruction),
                       extra={"execution_duration": self.execution_duration,
                              "parameters": [list(p) for p in self.parameters], "inline": self.inline,
-                             "run_id": self.run_id, "result": list(self.result) if self.result else None})
+                             "run_id": self.run_id, "result": list(self.result) if self.result else None,
+                             "client": self.client})
 
     @classmethod
     def from_row(cls, row: JobRow) -> Job:
@@ -98,7 +100,7 @@ class Job:
                    parameters=[tuple(p) for p in x["parameters"]], inline=list(x.get("inline") or []),
                    phase=row.phase, run_id=x.get("run_id"), owner=row.owner, start_time=_dt(row.started),
                    end_time=_dt(row.ended), result=tuple(x["result"]) if x.get("result") else None,
-                   error=row.error)
+                   error=row.error, client=x.get("client"))
 
 
 def _ts(t: datetime | None) -> float | None:
@@ -183,13 +185,14 @@ class JobStore:
         return self._dir(job_id)
 
     # ------------------------------------------------------------------ changes
-    def create(self, parameters: list[tuple[str, str]], inline: dict[str, bytes]) -> Job:
-        """A new PENDING job; UWS control parameters (PHASE, DESTRUCTION, EXECUTIONDURATION,
-        RUNID) are applied, the others kept for the runner."""
+    def create(self, parameters: list[tuple[str, str]], inline: dict[str, bytes], owner: str | None = None,
+               client: str | None = None) -> Job:
+        """A new PENDING job of ``owner``; UWS control parameters (PHASE, DESTRUCTION,
+        EXECUTIONDURATION, RUNID) are applied, the others kept for the runner."""
         t = now()
-        job = Job(job_id=secrets.token_hex(8), creation_time=t,
+        job = Job(job_id=secrets.token_hex(16), creation_time=t,
                   destruction=t + timedelta(seconds=self.limits.retention),
-                  execution_duration=self.limits.default_duration, parameters=[])
+                  execution_duration=self.limits.default_duration, parameters=[], owner=owner, client=client)
         d = self._dir(job.job_id)
         d.mkdir(parents=True)
         for name, data in inline.items():
