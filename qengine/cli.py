@@ -60,6 +60,11 @@ _COMMANDS = [
              "workers up/down, chunks and replicas per table, running queries of a cluster",
              "Ask the workers of cluster.yaml (and the czar, if it answers) for their state: workers up or "
              "down, chunks and live replicas per table, queries running now."),
+    _Command("user", "qengine.user_cli", "add_arguments", "run",
+             "manage users: add, grant, revoke, token, passwd, class, remove, list",
+             "Manage the user store of a cluster (cluster.yaml auth.users): users and their class (guest, "
+             "power, science: resource limits), MySQL passwords and TAP bearer tokens (stored hashed), "
+             "and grants per database or table."),
     _Command("query", "czar.cli", "add_arguments", "run",
              "run one ADQL or Qserv query and print or write the result",
              "Run one query against a czar (--url) or a local cluster over a store (--root)."),
