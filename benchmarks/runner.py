@@ -85,6 +85,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                     help="LocalCluster worker processes for the query suite (default 2)")
     qs.add_argument("--clients", type=int, default=4, help="concurrent cone-search clients in the load test")
     qs.add_argument("--load-seconds", type=float, default=20.0, help="length of the load test (default 20 s)")
+    qs.add_argument("--budget", type=float, default=60.0,
+                    help="timed seconds per suite query and engine after which repeats stop (default 60)")
+    qs.add_argument("--no-astropy", dest="astropy", action="store_false",
+                    help="skip astropy side by side for the suite's near-neighbour and crossmatch queries")
+    qs.add_argument("--render", action="store_true",
+                    help="rewrite the suite's table from its last saved raw results (no queries run)")
     p.add_argument("--results", type=Path, default=RESULTS, help=f"results file (default {RESULTS})")
     p.add_argument("--no-write", action="store_true", help="print results only")
 
@@ -114,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     suites = args.suite or (["queries"] if args.scale else DEFAULT_SUITES)
     if "queries" in suites and not args.scale:
         args.scale = "small"
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     for name in suites:
         module = importlib.import_module(SUITES[name])
         title, body = module.run(args)

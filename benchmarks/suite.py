@@ -15,6 +15,7 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 import duckdb
@@ -25,8 +26,17 @@ import pyarrow.parquet as pq
 from catalogs import sky
 from czar.dialects import parse, to_duckdb
 
-__all__ = ["SuiteQuery", "Dataset", "SCALES", "load_queries", "build", "oracle_connection", "compare",
-           "run_oracle"]
+__all__ = [
+    "SCALES",
+    "Dataset",
+    "SuiteQuery",
+    "build",
+    "compare",
+    "load_queries",
+    "oracle_connection",
+    "run_oracle",
+    "scanned_bytes",
+]
 
 QUERIES = Path(__file__).resolve().parent / "queries"
 
@@ -60,11 +70,11 @@ class SuiteQuery:
 
     @property
     def ordered(self) -> bool:
-        return bool(re.search(r"\bORDER\s+BY\b", self.sql, re.I))
+        return bool(re.search(r"\bORDER\s+BY\b", self.sql, re.IGNORECASE))
 
     @property
     def uploads(self) -> list[str]:
-        return sorted(set(m.lower() for m in re.findall(r"TAP_UPLOAD\.(\w+)", self.sql, re.I)))
+        return sorted(set(m.lower() for m in re.findall(r"TAP_UPLOAD\.(\w+)", self.sql, re.IGNORECASE)))
 
 
 def load_queries(directory: Path = QUERIES) -> list[SuiteQuery]:
@@ -92,45 +102,99 @@ def load_queries(directory: Path = QUERIES) -> list[SuiteQuery]:
     return out
 
 
+#: child tables generated for the first N objects only at a scale (disk: 180M ForcedSources at
+#: ``medium`` would be ~15 GB of input plus ~15 GB stored; Q08 needs only its object's rows)
+CHILD_OBJECTS = {"medium": {"ForcedSource": 2_000_000}, "large": {"ForcedSource": 2_000_000}}
+#: scales whose generated inputs are kept after ingest (larger ones delete them to save disk: the
+#: oracle then reads the store's data files, the same rows without the partitioning)
+KEEP_INPUTS = {"small"}
+
+
 @dataclass
 class Dataset:
-    """Generated inputs (per ``database.table``) and the store they were ingested into."""
+    """Generated inputs (per ``database.table``) and the store they were ingested into.
+
+    ``inputs`` are the unpartitioned files the oracle reads: the generated ones, or, when those
+    were deleted after ingest (``stored``), the store's ``data/`` files (each row once; the
+    ``chunkId``/``subChunkId`` columns are dropped by the oracle's views).
+    """
 
     scale: str
     root: Path
     inputs: dict[str, list[Path]] = field(default_factory=dict)
     params: dict = field(default_factory=dict)
     uploads: dict[str, pa.Table] = field(default_factory=dict)
+    stored: set[str] = field(default_factory=set)
+    objects: dict[str, int] = field(default_factory=dict)
+
+
+def _groups(cat, scale: str, n: int, tables: list[str] | None) -> list[tuple[list[str], int]]:
+    """(tables, objects) generation passes for one catalogue: children limited by
+    ``CHILD_OBJECTS`` get their own pass over fewer objects (same seed: same first objects)."""
+    names = tables or list(cat.tables)
+    limited = {k.lower(): v for k, v in CHILD_OBJECTS.get(scale, {}).items()}
+    main = [t for t in names if t.lower() not in limited or limited[t.lower()] >= n]
+    out = [(main, n)] if main else []
+    for t in names:
+        if t not in main:
+            out.append(([t], limited[t.lower()]))
+    return out
 
 
 def build(scale: str, directory: Path, *, seed: int = 7, progress: bool = False,
-          objects: dict[str, int] | None = None) -> Dataset:
-    """Generate the suite's catalogues into ``directory`` and ingest them (once: cached)."""
+          objects: dict[str, int] | None = None, log=None) -> Dataset:
+    """Generate the suite's catalogues into ``directory`` and ingest them (once: cached).
+
+    Every table is generated, ingested and marked done on its own (``done/<db>.<table>``), so
+    an interrupted build resumes where it stopped; at scales not in ``KEEP_INPUTS`` a pass's
+    generated files are deleted once its tables are ingested.
+    """
     from catalogs.generate import generate
     from partitioner.ingest import IngestOptions, ingest
     from qengine.catalog import load_catalog
 
+    say = log or (lambda msg: None)
     sizes = dict(SCALES[scale], **(objects or {}))
     directory = Path(directory)
     root = directory / "store"
     done = directory / "BUILT"
+    marks = directory / "done"
+    keep = scale in KEEP_INPUTS
     ds = Dataset(scale, root)
     for name, n in sizes.items():
         cat = load_catalog(name)
-        out = directory / "input" / name
+        rank = {"director": 0, "child": 1}
         fp = (_SMALL_FOOTPRINTS.get(name, _SMALL_FOOTPRINT) if scale == "small" else "survey")
-        if not done.exists():
-            files = generate(cat, n, out, seed=seed, tables=TABLES[name], footprint=fp, progress=progress)
-        else:
-            files = {t: sorted((out / t).glob("*.parquet")) for t in (TABLES[name] or cat.tables)}
-        order = sorted(cat.tables.values(), key=lambda t: {"director": 0, "child": 1}.get(t.role, 2))
-        for t in order:
-            if not files.get(t.name):
-                continue
-            ds.inputs[f"{cat.database}.{t.name}"] = list(files[t.name])
-            if not done.exists():
-                ingest(root, cat.database, t, list(files[t.name]), partitioning=cat.partitioning,
-                       options=IngestOptions(progress=progress))
+        for k, (tables, n_obj) in enumerate(_groups(cat, scale, n, TABLES[name])):
+            out = directory / "input" / name / (str(k) if k else "")
+            order = sorted((cat.tables[t] for t in tables), key=lambda t: rank.get(t.role, 2))
+            todo = [t for t in order if not done.exists() and not (marks / f"{cat.database}.{t.name}").exists()]
+            if todo:
+                t0 = time.perf_counter()
+                say(f"generating {name} {[t.name for t in todo]} for {n_obj:,} objects into {out}")
+                # directors are regenerated for a child-only pass, but only written when wanted
+                need = [t.name for t in todo]
+                files = generate(cat, n_obj, out, seed=seed, tables=need, footprint=fp, progress=progress)
+                say(f"generated in {time.perf_counter() - t0:.0f} s")
+                for t in todo:
+                    t0 = time.perf_counter()
+                    r = ingest(root, cat.database, t, list(files[t.name]), partitioning=cat.partitioning,
+                               options=IngestOptions(progress=progress))
+                    say(f"ingested {cat.database}.{t.name}: {r.rows:,} rows in {time.perf_counter() - t0:.0f} s")
+                    marks.mkdir(parents=True, exist_ok=True)
+                    (marks / f"{cat.database}.{t.name}").write_text(f"{r.rows}\n")
+                    if not keep:
+                        for f in files[t.name]:
+                            Path(f).unlink()
+            for t in order:
+                key = f"{cat.database}.{t.name}"
+                gen = sorted((out / t.name).glob("*.parquet"))
+                if gen and (keep or done.exists()):
+                    ds.inputs[key] = gen
+                else:
+                    ds.inputs[key] = sorted((root / cat.database / t.name / "data").glob("*.parquet"))
+                    ds.stored.add(key)
+                ds.objects[key] = n_obj
     done.write_text(time.strftime("%Y-%m-%d %H:%M:%S\n"))
     ds.params, ds.uploads = _parameters(ds, seed)
     return ds
@@ -142,8 +206,11 @@ def _parameters(ds: Dataset, seed: int) -> tuple[dict, dict[str, pa.Table]]:
     con = duckdb.connect()
     src = _scan(ds.inputs["dp02.Source"])
     obj = _scan(ds.inputs["dp02.Object"])
-    oid = con.execute(f"SELECT objectId FROM {src} GROUP BY objectId ORDER BY count(*) DESC, objectId "
-                      "LIMIT 1").fetchone()[0]
+    # the light-curve object must have forced photometry too (generated for the first objects only
+    # at larger scales: those have the smallest ids)
+    top = con.execute(f"SELECT max(objectId) FROM {_scan(ds.inputs['dp02.ForcedSource'])}").fetchone()[0]
+    oid = con.execute(f"SELECT objectId FROM {src} WHERE objectId <= {top} GROUP BY objectId "
+                      "ORDER BY count(*) DESC, objectId LIMIT 1").fetchone()[0]
     ra, dec = con.execute(f"SELECT coord_ra, coord_dec FROM {obj} WHERE objectId = {oid}").fetchone()
     rng = np.random.default_rng(seed)
     ids = con.execute(f"SELECT objectId FROM {obj} ORDER BY objectId").fetchnumpy()["objectId"]
@@ -169,8 +236,11 @@ def _parameters(ds: Dataset, seed: int) -> tuple[dict, dict[str, pa.Table]]:
     return params, {"targets": targets}
 
 
-def _scan(files: list[Path]) -> str:
-    return "read_parquet([" + ", ".join(f"'{f}'" for f in files) + "])"
+def _scan(files: list[Path], stored: bool = False) -> str:
+    """A relation over ``files``; store files without their partitioning columns."""
+    rel = "read_parquet([" + ", ".join(f"'{f}'" for f in files) + "])"
+    drop = [c for c in ("chunkId", "subChunkId") if stored and files and c in pq.read_schema(files[0]).names]
+    return f"(SELECT * EXCLUDE ({', '.join(drop)}) FROM {rel})" if drop else rel
 
 
 def oracle_connection(ds: Dataset, threads: int = 2) -> duckdb.DuckDBPyConnection:
@@ -182,7 +252,7 @@ def oracle_connection(ds: Dataset, threads: int = 2) -> duckdb.DuckDBPyConnectio
     for name, files in ds.inputs.items():
         db, table = name.split(".")
         con.execute(f'CREATE SCHEMA IF NOT EXISTS "{db}"')
-        con.execute(f'CREATE OR REPLACE VIEW "{db}"."{table}" AS SELECT * FROM {_scan(files)}')
+        con.execute(f'CREATE OR REPLACE VIEW "{db}"."{table}" AS SELECT * FROM {_scan(files, name in ds.stored)}')
     # unqualified names (Qserv-dialect queries) resolve in the LSST database, as `USE dp02` would
     con.execute("SET search_path = 'dp02,main'")
     con.execute('CREATE SCHEMA IF NOT EXISTS "TAP_UPLOAD"')
@@ -212,7 +282,7 @@ def compare(got: pa.Table, want: pa.Table, ordered: bool, rel: float = 1e-9) -> 
     if len(g) != len(w):
         return f"{len(g)} rows, expected {len(w)}"
     if not ordered:
-        key = lambda r: tuple((x is None, round(x, 6) if isinstance(x, float) else x) for x in r)  # noqa: E731
+        key = lambda r: tuple((x is None, round(x, 6) if isinstance(x, float) else x) for x in r)
         try:
             g, w = sorted(g, key=key), sorted(w, key=key)
         except TypeError:
@@ -229,3 +299,70 @@ def compare(got: pa.Table, want: pa.Table, ordered: bool, rel: float = 1e-9) -> 
 
 def footer_rows(files: list[Path]) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
+# ---------------------------------------------------------------------------- bytes scanned
+@cache
+def _row_groups(path: str) -> tuple[tuple[int | None, int | None, dict[str, int]], ...]:
+    """Per row group of a Parquet file: chunkId min, max, and compressed bytes per column."""
+    md = pq.ParquetFile(path).metadata
+    out = []
+    for i in range(md.num_row_groups):
+        rg = md.row_group(i)
+        sizes: dict[str, int] = {}
+        lo = hi = None
+        for j in range(rg.num_columns):
+            c = rg.column(j)
+            sizes[c.path_in_schema.lower()] = c.total_compressed_size
+            if c.path_in_schema == "chunkId" and c.statistics is not None and c.statistics.has_min_max:
+                lo, hi = c.statistics.min, c.statistics.max
+        out.append((lo, hi, sizes))
+    return tuple(out)
+
+
+@cache
+def _manifest(table_dir: str) -> dict:
+    import json
+    return json.loads((Path(table_dir) / "_table.json").read_text())
+
+
+def scanned_bytes(root: Path, explain) -> int:
+    """Estimated Parquet bytes a query's worker SQL reads: for every ``{{db.T|cols}}`` table
+    placeholder of every worker's SQL, the compressed size of the named columns (every column
+    without a list; plus chunkId and subChunkId, as the worker binds them) in the row groups
+    of T's store files whose chunkId range holds a chunk that worker visits (every row group
+    for replicated tables and the director index).
+
+    An estimate from the Parquet footers, not a measurement: workers do not report bytes read
+    (``worker.executor.QueryStats`` has rows, chunks and files). It can overstate what DuckDB
+    reads (row-group pruning on other columns' statistics, e.g. a declination range inside a
+    chunk, is not modelled) and leaves out the czar's director-index lookup for id queries.
+    """
+    from worker.inventory import PLACEHOLDER
+
+    total = 0
+    dirs = {(d.parent.name.lower(), d.name.lower()): d for d in Path(root).glob("*/*") if d.is_dir()}
+    for w in (explain.per_worker or {}).values():
+        chunks = np.asarray(w.get("chunks") or [], dtype=np.int64)
+        for m in PLACEHOLDER.finditer(w["sql"]):
+            db, name, cols = m.groups()
+            kind, base = "data", name
+            for suffix, k in (("__overlap", "overlap"), ("__index", "index")):
+                if name.lower().endswith(suffix):
+                    kind, base = k, name[: -len(suffix)]
+            tdir = dirs.get((db.lower(), base.lower()))
+            if tdir is None:  # TAP_UPLOAD tables live in the czar's memory, not on disk
+                continue
+            man = _manifest(str(tdir))
+            by_chunk = kind in ("data", "overlap") and man["role"] != "replicated" and chunks.size > 0
+            want = None if cols is None else {c.strip().lower() for c in cols.split(",")} | {"chunkid", "subchunkid"}
+            for f in man["files"]:
+                if f["kind"] != kind:
+                    continue
+                if by_chunk and not np.any((chunks >= f["first_chunk"]) & (chunks <= f["last_chunk"])):
+                    continue
+                for lo, hi, sizes in _row_groups(str(tdir / f["path"])):
+                    if by_chunk and lo is not None and not np.any((chunks >= lo) & (chunks <= hi)):
+                        continue
+                    total += sum(v for k, v in sizes.items() if want is None or k in want)
+    return total
