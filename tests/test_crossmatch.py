@@ -134,14 +134,13 @@ def test_nearest_equals_astropy(cluster, seed, log_r, outer):
     assert res.num_rows == (ext.num_rows if outer else len(want))
 
 
-@pytest.mark.parametrize("visit_all", [False, True])
-def test_poles_and_ra_wrap(cluster, monkeypatch, visit_all):
-    """Pairs across RA 0/360 and over the poles, at the largest radius the chunking allows (and
-    with every chunk visited, as when most chunks have external rows)."""
+@pytest.mark.parametrize("gap_rows", [0, 10**12])
+def test_poles_and_ra_wrap(cluster, monkeypatch, gap_rows):
+    """Pairs across RA 0/360 and over the poles, at the largest radius the chunking allows (with
+    only the chunks of external rows visited, and with every gap between them filled)."""
     from czar.crossmatch import execute
 
-    if visit_all:
-        monkeypatch.setattr(execute, "VISIT_ALL_FRACTION", 0.0)
+    monkeypatch.setattr(execute, "ROW_GROUP_ROWS", gap_rows)
     qe, tables, _ = cluster
     obj, cat = _catalogue(tables)
     radius = 0.95 * max_radius(PART.num_stripes, PART.num_sub_stripes)
@@ -166,6 +165,56 @@ def test_grid_cells_cover_neighbours():
         assert g.bins(g.zones - 1) == 1 and g.bins(0) == 1
         dec = rng.uniform(-90, 90, 100)
         assert all(0 <= g.zone(d) < g.zones for d in dec)
+
+
+def test_expand_finds_every_pair_cell():
+    """The czar's bucketing of external rows: for random pairs within reach (poles, RA 0/360 and
+    cell edges included), the catalogue row's own cell (the worker's SQL, in DuckDB) is one of
+    the external row's cells (numpy)."""
+    from czar.crossmatch.cells import expand, own_cells_sql, zone_table
+
+    rng = np.random.default_rng(5)
+    con = duckdb.connect()
+    for reach, density in ((1 / 3600, 242.0), (0.01, None), (0.3, 0.05)):
+        g = grid_for(reach, density)
+        n = 4000
+        ra = np.concatenate([rng.uniform(0, 360, n // 2), rng.choice([0.0, 359.9999999, 180.0], n // 4),
+                             rng.uniform(0, 360, n - n // 2 - n // 4)])
+        dec = np.concatenate([rng.uniform(-90, 90, n // 2), rng.uniform(-90, 90, n // 4),
+                              rng.choice([90.0, -90.0, 89.99, -89.99, 0.0], n - n // 2 - n // 4)])
+        dec[::7] = g.zone_of(dec[::7]) * g.height - 90.0  # on zone edges
+        c1 = SkyCoord(ra * u.deg, dec * u.deg)
+        c2 = c1.directional_offset_by(rng.uniform(0, 360, n) * u.deg, rng.uniform(0, 1, n) * reach * u.deg)
+        rows, cells = expand(g, ra, dec)
+        chunk = np.zeros(rows.size, np.int32)
+        con.register("zones", zone_table(g, chunk, cells))
+        con.register("cat", pa.table({"chunkId": np.zeros(n, np.int32), "i": np.arange(n),
+                                      "ra": c2.ra.deg, "dec": c2.dec.deg}))
+        own = con.sql(own_cells_sql("cat", '"ra"', '"dec"', g, "zones") + " ORDER BY i").fetchnumpy()
+        have = set(zip(rows.tolist(), cells.tolist()))
+        missing = [i for i, c in zip(own["i"].tolist(), own["__xm_cell"].tolist()) if (i, c) not in have]
+        assert own["i"].size == n and not missing, (reach, missing[:5])
+        assert np.bincount(rows).max() <= 9
+
+
+def test_visit_runs_fill_small_gaps():
+    from czar.crossmatch import execute
+    from czar.crossmatch.execute import visit_runs
+
+    all_chunks = np.arange(0, 1000, 2, dtype=np.int64)
+    rows = np.full(all_chunks.size, 1000, np.int64)
+    wanted = np.array([10, 20, 600, 700], np.int64)
+    # gaps of 4, 289 and 49 chunks of 1000 rows: under, over and under one row group
+    old = execute.ROW_GROUP_ROWS
+    try:
+        execute.ROW_GROUP_ROWS = 100_000
+        got = visit_runs(all_chunks, rows, wanted, 10)
+        assert got.tolist() == list(range(10, 21, 2)) + list(range(600, 701, 2))
+        got = visit_runs(all_chunks, rows, wanted, 1)  # one run: everything between
+        assert got.tolist() == list(range(10, 701, 2))
+    finally:
+        execute.ROW_GROUP_ROWS = old
+    assert visit_runs(all_chunks, rows, wanted[:1], 5).tolist() == [10]
 
 
 # ------------------------------------------------------------------------------ the SQL forms

@@ -2,9 +2,10 @@
 writes the single DuckDB query a worker runs over its chunks and the external rows shipped to it,
 and combines the workers' parts in the czar.
 
-Both algorithms here bucket the two sides into zone/RA-bin cells (:mod:`czar.crossmatch.cells`)
-and meet them in a hash equi-join on (chunkId, cell) before the exact predicate: never a
-quadratic product.
+Both algorithms here bucket the two sides into zone/RA-bin cells (:mod:`czar.crossmatch.cells`:
+the external copies arrive with their cells, shipped as ``TAP_UPLOAD.__xm`` with the (chunk, zone)
+table ``TAP_UPLOAD.__xm_zones``) and meet them in a hash equi-join on (chunkId, cell) before the
+exact predicate: never a quadratic product.
 """
 from __future__ import annotations
 
@@ -16,11 +17,11 @@ from typing import ClassVar
 import numpy as np
 import pyarrow as pa
 
-from czar.crossmatch.cells import CELL, expanded_cells_sql, grid_for, own_cells_sql
-from czar.crossmatch.job import SEP, UPLOAD, XID, MatchJob, quote
+from czar.crossmatch.cells import CELL, Grid, grid_for, own_cells_sql
+from czar.crossmatch.job import SEP, UPLOAD, XID, ZONES, MatchJob, quote
 from czar.crossmatch.limits import reach
 
-__all__ = ["ALGORITHMS", "AllMatches", "MatchAlgorithm", "NearestMatch", "catalogue_density"]
+__all__ = ["ALGORITHMS", "AllMatches", "MatchAlgorithm", "NearestMatch", "catalogue_density", "grid_of"]
 
 RunLocal = Callable[[str, dict[str, pa.Table]], pa.Table]
 _SKY_DEG2 = 4 * math.pi * (180 / math.pi) ** 2
@@ -35,6 +36,11 @@ def catalogue_density(job: MatchJob) -> float:
         return 0.0
     chunk_area = _SKY_DEG2 / max(1, info.chunker().all_chunks().size)
     return float(np.quantile(rows, 0.99)) / chunk_area
+
+
+def grid_of(job: MatchJob) -> Grid:
+    """The cells of this crossmatch: sized by its radius and the catalogue's density."""
+    return grid_for(reach(job.radius), catalogue_density(job))
 
 
 class MatchAlgorithm(ABC):
@@ -57,17 +63,16 @@ class AllMatches(MatchAlgorithm):
     name = "all"
 
     def worker_sql(self, job: MatchJob) -> str:
-        g = grid_for(reach(job.radius), catalogue_density(job))
+        g = grid_of(job)
         t = job.table
         cols = list(dict.fromkeys([*job.columns, job.cat_ra, job.cat_dec]))
         cat = f"{{{{{t.database}.{t.name}|{','.join(cols)}}}}}"
         e, c = quote(job.ext_alias), quote(job.cat_alias)
-        ext_side = expanded_cells_sql(f"{{{{TAP_UPLOAD.{UPLOAD}}}}}", quote(job.ext_ra), quote(job.ext_dec), g)
-        cat_side = own_cells_sql(cat, quote(job.cat_ra), quote(job.cat_dec), g)
+        cat_side = own_cells_sql(cat, quote(job.cat_ra), quote(job.cat_dec), g, f"{{{{TAP_UPLOAD.{ZONES}}}}}")
         select = ", ".join([f"{e}.{XID} AS {XID}"] + [f"{c}.{quote(n)} AS {quote(n)}" for n in job.columns]
                            + [f"{job.separation()} AS {SEP}"])
         where = " AND ".join([f"({job.match_condition()})"] + [f"({p})" for p in job.pushed])
-        return (f"SELECT {select} FROM ({ext_side}) AS {e} JOIN ({cat_side}) AS {c} "
+        return (f"SELECT {select} FROM {{{{TAP_UPLOAD.{UPLOAD}}}}} AS {e} JOIN ({cat_side}) AS {c} "
                 f"ON {e}.chunkId = {c}.chunkId AND {e}.{CELL} = {c}.{CELL} WHERE {where}")
 
     def combine(self, parts: pa.Table, job: MatchJob, run_local: RunLocal) -> pa.Table:

@@ -1,15 +1,22 @@
-"""Zones and RA bins for a crossmatch inside one worker query (the zones technique of Gray,
-Nieto-Santisteban and Szalay, as in ../shared/DESIGN.md).
+"""Zones and RA bins for a crossmatch (the zones technique of Gray, Nieto-Santisteban and
+Szalay, as in ../shared/DESIGN.md).
 
 Declination zones of height ``h`` >= the cell size ``s`` >= the match reach ``r`` (the radius plus
 a margin); zone ``z`` is cut into ``n(z)`` RA bins at least as wide as the largest RA difference
 of two positions within ``s`` when one lies in the zone (so at most one bin apart when within
 ``r``); ``n(z)`` < 3 becomes one bin. Catalogue rows get their own cell; each external row is
 copied into its own cell and into those neighbouring cells (zone +-1, bin +-1) it lies within
-``r`` of: at most 9 copies, ~1 when cells are much larger than ``r``. Both sides compute cells
-with the same SQL expressions in the same DuckDB query, so they agree bit for bit; the margins
-cover the rest. The two sides meet in a hash equi-join on (chunkId, cell) and the exact distance
-decides.
+``r`` of: at most 9 copies, ~1 when cells are much larger than ``r``.
+
+The czar computes the external side here, in numpy (:func:`expand`), and ships it with a table of
+the (chunk, zone) pairs the copies occupy and those zones' binning (:func:`zone_table`). A worker
+computes only its catalogue rows' zone (:func:`own_cells_sql`), keeps the rows whose (chunk, zone)
+is in that table - in a scattered upload, a small share of them - and bins them with the shipped
+bin counts and widths, so both sides use the same numbers. Zone and bin of a position are
+IEEE-exact expressions (one division, one floor) evaluated alike by numpy and DuckDB; a row lying
+on a cell edge within an ulp is covered anyway, since an external row within ``r`` of an edge is
+copied across it and the reach carries a margin. The two sides meet in a hash equi-join on
+(chunkId, cell) and the exact distance decides.
 
 Cells larger than the radius are cheaper when the catalogue is sparse (fewer external copies,
 still few candidates per cell): :func:`grid_for` sizes them from the catalogue's density in its
@@ -22,9 +29,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["CELL", "Grid", "expanded_cells_sql", "grid_for", "own_cells_sql", "zone_table_sql"]
+import numpy as np
+import pyarrow as pa
+
+__all__ = ["CELL", "ZONE", "Grid", "expand", "grid_for", "own_cells_sql", "zone_table"]
 
 CELL = "__xm_cell"
+ZONE = "__xm_zone"
+BINS = "__xm_n"
+WIDTH = "__xm_w"
 _ZONE_STRIDE = 1_000_000_000   # zone * stride + bin: bins per zone stay below it
 MIN_CELL = 1e-6                # degrees: keeps zone and bin counts in range
 MAX_FACTOR = 4                 # cells at most this many reaches wide: catalogues are clustered
@@ -43,21 +56,35 @@ class Grid:
     def height(self) -> float:
         return 180.0 / self.zones
 
-    # the SQL below, in Python: for tests and explain output
+    def zone_of(self, dec: np.ndarray) -> np.ndarray:
+        """Zone numbers (the same expression as the worker's SQL)."""
+        z = np.floor((np.asarray(dec, dtype=np.float64) + 90.0) / self.height)
+        return np.clip(z, 0, self.zones - 1).astype(np.int64)
+
+    def ra_reach_of(self, zone: np.ndarray, within: float) -> np.ndarray:
+        """The largest RA difference (deg) of two positions ``within`` deg apart, one in ``zone``."""
+        h = self.height
+        z = np.asarray(zone, dtype=np.float64)
+        far = np.maximum(np.abs(z * h - 90.0), np.abs((z + 1) * h - 90.0)) + within
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s = math.sin(math.radians(within) / 2) / np.cos(np.radians(far))
+            out = np.degrees(2 * np.arcsin(np.minimum(s, 1.0)))
+        return np.where((far >= 90.0) | (s >= 1.0) | ~np.isfinite(s), 360.0, out)
+
+    def bins_of(self, zone: np.ndarray) -> np.ndarray:
+        """RA bins per zone: ``n`` with 360/n >= the RA reach of a cell, 1 when fewer than 3."""
+        n = np.floor(360.0 / self.ra_reach_of(zone, self.cell)).astype(np.int64)
+        return np.where(n >= 3, n, 1)
+
+    # scalar forms, for tests and explain output
     def zone(self, dec: float) -> int:
-        return min(max(math.floor((dec + 90.0) / self.height), 0), self.zones - 1)
+        return int(self.zone_of(np.array([dec]))[0])
 
     def ra_reach(self, zone: int, within: float) -> float:
-        h = self.height
-        far = max(abs(zone * h - 90.0), abs((zone + 1) * h - 90.0)) + within
-        if far >= 90.0:
-            return 360.0
-        s = math.sin(math.radians(within) / 2) / math.cos(math.radians(far))
-        return 360.0 if s >= 1.0 else math.degrees(2 * math.asin(s))
+        return float(self.ra_reach_of(np.array([zone]), within)[0])
 
     def bins(self, zone: int) -> int:
-        n = math.floor(360.0 / self.ra_reach(zone, self.cell))
-        return n if n >= 3 else 1
+        return int(self.bins_of(np.array([zone]))[0])
 
 
 def grid_for(reach: float, density: float | None = None) -> Grid:
@@ -69,77 +96,71 @@ def grid_for(reach: float, density: float | None = None) -> Grid:
     return Grid(reach=reach, cell=cell, zones=zones)
 
 
+def _norm_ra(ra: np.ndarray) -> np.ndarray:
+    return ra - 360.0 * np.floor(ra / 360.0)
+
+
+def expand(g: Grid, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, cells)``: each position's own cell and each neighbouring cell it lies within
+    ``g.reach`` of (rows are indices into ra/dec, ascending)."""
+    ra = np.asarray(ra, dtype=np.float64)
+    dec = np.asarray(dec, dtype=np.float64)
+    n0 = ra.size
+    idx = np.arange(n0, dtype=np.int64)
+    z0 = g.zone_of(dec)
+    h, r = g.height, g.reach
+    # zone copies: its own, and the lower/upper one when within reach of that edge
+    lo = (z0 > 0) & (dec - (z0 * h - 90.0) <= r)
+    hi = (z0 < g.zones - 1) & (((z0 + 1) * h - 90.0) - dec <= r)
+    rows = np.concatenate([idx, idx[lo], idx[hi]])
+    zones = np.concatenate([z0, z0[lo] - 1, z0[hi] + 1])
+    a = _norm_ra(ra)[rows]
+    n = g.bins_of(zones)
+    w = 360.0 / n
+    m = g.ra_reach_of(zones, r)
+    b = np.floor(a / w).astype(np.int64)
+    f = a - b * w
+    prev = (n >= 3) & (f <= m)
+    nxt = (n >= 3) & (w - f <= m)
+    rows2 = np.concatenate([rows, rows[prev], rows[nxt]])
+    zones2 = np.concatenate([zones, zones[prev], zones[nxt]])
+    n2 = np.concatenate([n, n[prev], n[nxt]])
+    b2 = np.concatenate([b, b[prev] - 1, b[nxt] + 1])
+    cells = zones2 * _ZONE_STRIDE + np.mod(b2, n2)
+    order = np.argsort(rows2, kind="stable")
+    return rows2[order], cells[order]
+
+
+def zone_table(g: Grid, chunks: np.ndarray, cells: np.ndarray) -> pa.Table:
+    """The distinct (chunkId, zone) pairs of the external copies, sorted, with the zone's bins
+    and bin width: the worker keeps catalogue rows of these pairs only, binned with these numbers."""
+    zones = np.asarray(cells, dtype=np.int64) // _ZONE_STRIDE
+    key = np.unique(np.asarray(chunks, dtype=np.int64) * (g.zones + 1) + zones)
+    ch, zz = key // (g.zones + 1), key % (g.zones + 1)
+    n = g.bins_of(zz)
+    return pa.table({"chunkId": pa.array(ch.astype(np.int32)), ZONE: pa.array(zz), BINS: pa.array(n),
+                     WIDTH: pa.array(360.0 / n)})
+
+
 def _lit(x: float) -> str:
     """A DOUBLE literal DuckDB reads back to exactly ``x``."""
     text = repr(float(x))
     return text if "e" in text else text + "e0"
 
 
-def _zone(g: Grid, dec: str) -> str:
-    return (f"least(greatest(CAST(floor(({dec} + 90.0e0) / {_lit(g.height)}) AS BIGINT), 0), {g.zones - 1})")
-
-
-def _ra_reach(g: Grid, z: str, within: float) -> str:
-    far = (f"(greatest(abs({z} * {_lit(g.height)} - 90.0e0), abs(({z} + 1) * {_lit(g.height)} - 90.0e0)) "
-           f"+ {_lit(within)})")
-    s = f"(sin({_lit(math.radians(within) / 2)}) / cos(radians({far})))"
-    return f"(CASE WHEN {far} >= 90.0e0 OR {s} >= 1.0e0 THEN 360.0e0 ELSE degrees(2.0e0 * asin({s})) END)"
-
-
-def _bins(g: Grid, z: str) -> str:
-    n = f"CAST(floor(360.0e0 / {_ra_reach(g, z, g.cell)}) AS BIGINT)"
-    return f"(CASE WHEN {n} >= 3 THEN {n} ELSE 1 END)"
-
-
-def _norm_ra(ra: str) -> str:
-    return f"({ra} - 360.0e0 * floor({ra} / 360.0e0))"
-
-
-def _bin(ra: str, n: str) -> str:
-    return f"(CAST(floor({ra} / (360.0e0 / {n})) AS BIGINT) % {n})"
-
-
-def zone_table_sql(g: Grid) -> str:
-    """One row per zone: its number, bins, bin width and the RA reach of ``g.reach`` there. Both
-    sides read their zones' binning from this one relation (computed once per query, not per row)."""
-    return (f"SELECT range AS __xm_zz, __xm_n, 360.0e0 / __xm_n AS __xm_w, __xm_m FROM "
-            f"(SELECT range, {_bins(g, 'range')} AS __xm_n, {_ra_reach(g, 'range', g.reach)} AS __xm_m "
-            f"FROM range({g.zones})) AS __xm_t")
-
-
-def own_cells_sql(source: str, ra: str, dec: str, g: Grid) -> str:
-    """The rows of ``source`` (a relation) with their own cell in ``CELL``; rows without a finite
-    position are left out (they match nothing). ``ra``/``dec`` are quoted column names."""
-    inner = (f"SELECT __xm_r.*, {_zone(g, f'__xm_r.{dec}')} AS __xm_z, {_norm_ra(f'__xm_r.{ra}')} AS __xm_a "
-             f"FROM {source} AS __xm_r WHERE isfinite(__xm_r.{ra}) AND isfinite(__xm_r.{dec})")
-    return (f"SELECT __xm_r.* EXCLUDE (__xm_z, __xm_a), __xm_r.__xm_z * {_ZONE_STRIDE} + "
-            f"(CAST(floor(__xm_r.__xm_a / __xm_t.__xm_w) AS BIGINT) % __xm_t.__xm_n) AS {CELL} "
-            f"FROM ({inner}) AS __xm_r JOIN ({zone_table_sql(g)}) AS __xm_t ON __xm_t.__xm_zz = __xm_r.__xm_z")
-
-
-def expanded_cells_sql(source: str, ra: str, dec: str, g: Grid) -> str:
-    """The rows of ``source``, each copied into its own cell and each neighbouring cell it lies
-    within ``g.reach`` of (``CELL``)."""
-    r = _lit(g.reach)
-    h = _lit(g.height)
-    base = (f"SELECT __xm_r.*, {_zone(g, f'__xm_r.{dec}')} AS __xm_z0, {_norm_ra(f'__xm_r.{ra}')} AS __xm_a "
-            f"FROM {source} AS __xm_r")
-    # one copy per zone within reach: its own, and the lower/upper one near those edges
-    zones = (f"SELECT __xm_r.*, __xm_r.__xm_z0 + __xm_d.dz AS __xm_z FROM ({base}) AS __xm_r "
-             f"JOIN (VALUES (-1), (0), (1)) AS __xm_d(dz) ON __xm_d.dz = 0 "
-             f"OR (__xm_d.dz = -1 AND __xm_r.__xm_z0 > 0 AND __xm_r.{dec} - (__xm_r.__xm_z0 * {h} - 90.0e0) <= {r}) "
-             f"OR (__xm_d.dz = 1 AND __xm_r.__xm_z0 < {g.zones - 1} "
-             f"AND ((__xm_r.__xm_z0 + 1) * {h} - 90.0e0) - __xm_r.{dec} <= {r})")
-    # that zone's binning, the row's bin and its offset inside it
-    binned = (f"SELECT __xm_r.*, __xm_t.__xm_n, __xm_t.__xm_w, __xm_t.__xm_m, "
-              f"CAST(floor(__xm_r.__xm_a / __xm_t.__xm_w) AS BIGINT) AS __xm_b, "
-              f"__xm_r.__xm_a - floor(__xm_r.__xm_a / __xm_t.__xm_w) * __xm_t.__xm_w AS __xm_f "
-              f"FROM ({zones}) AS __xm_r JOIN ({zone_table_sql(g)}) AS __xm_t ON __xm_t.__xm_zz = __xm_r.__xm_z")
-    # one copy per bin within reach: its own, and the previous/next one near those edges
-    cells = (f"SELECT __xm_r.*, __xm_r.__xm_z * {_ZONE_STRIDE} + "
-             f"(((__xm_r.__xm_b + __xm_e.db) % __xm_r.__xm_n) + __xm_r.__xm_n) % __xm_r.__xm_n AS {CELL} "
-             f"FROM ({binned}) AS __xm_r JOIN (VALUES (-1), (0), (1)) AS __xm_e(db) ON __xm_e.db = 0 "
-             f"OR (__xm_r.__xm_n >= 3 AND ((__xm_e.db = -1 AND __xm_r.__xm_f <= __xm_r.__xm_m) "
-             f"OR (__xm_e.db = 1 AND __xm_r.__xm_w - __xm_r.__xm_f <= __xm_r.__xm_m)))")
-    return (f"SELECT * EXCLUDE (__xm_z0, __xm_z, __xm_a, __xm_n, __xm_m, __xm_w, __xm_b, __xm_f) "
-            f"FROM ({cells}) AS __xm_r")
+def own_cells_sql(source: str, ra: str, dec: str, g: Grid, zones: str) -> str:
+    """The rows of ``source`` (a relation with chunkId) whose (chunkId, zone) is in ``zones`` (a
+    :func:`zone_table` relation), with their own cell in ``CELL``; rows without a finite position
+    are left out (they match nothing). ``ra``/``dec`` are quoted column names."""
+    # the chunks first, on the bare column: DuckDB pushes that join's keys into the scan as a
+    # filter (rows of other chunks are never decoded), not those of the computed zone below
+    zone = f"least(CAST(floor((__xm_r.{dec} + 90.0e0) / {_lit(g.height)}) AS BIGINT), {g.zones - 1})"
+    mine = (f"SELECT __xm_r.* FROM {source} AS __xm_r JOIN (SELECT DISTINCT chunkId FROM {zones}) AS __xm_k "
+            f"ON __xm_k.chunkId = __xm_r.chunkId")
+    inner = (f"SELECT __xm_r.*, {zone} AS __xm_z FROM ({mine}) AS __xm_r "
+             f"WHERE isfinite(__xm_r.{ra}) AND isfinite(__xm_r.{dec})")
+    a = f"(__xm_r.{ra} - 360.0e0 * floor(__xm_r.{ra} / 360.0e0))"
+    return (f"SELECT __xm_r.* EXCLUDE (__xm_z), __xm_r.__xm_z * {_ZONE_STRIDE} + "
+            f"(CAST(floor({a} / __xm_t.{WIDTH}) AS BIGINT) % __xm_t.{BINS}) AS {CELL} "
+            f"FROM ({inner}) AS __xm_r JOIN {zones} AS __xm_t "
+            f"ON __xm_t.chunkId = __xm_r.chunkId AND __xm_t.{ZONE} = __xm_r.__xm_z")

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from czar.crossmatch.algorithms import AllMatches, MatchAlgorithm, NearestMatch
+from czar.crossmatch.algorithms import AllMatches, MatchAlgorithm, NearestMatch, grid_of
+from czar.crossmatch.cells import CELL, expand, zone_table
 from czar.crossmatch.detect import EXT, EXT_DEC, EXT_RA, PAIRS, PID, detect
-from czar.crossmatch.job import SEP, UPLOAD, XID, MatchJob, quote
+from czar.crossmatch.job import SEP, UPLOAD, XID, ZONES, MatchJob, quote
 from czar.crossmatch.limits import check_radius, positions
 from czar.crossmatch.placement import place
 from czar.dialects import to_duckdb
@@ -32,43 +33,83 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SEPARATION", "answer_crossmatch", "crossmatch", "match_pairs"]
+__all__ = ["SEPARATION", "answer_crossmatch", "crossmatch", "match_pairs", "visit_runs"]
 
 SEPARATION = "separation_arcsec"
 INTERACTIVE_MAX_CHUNKS = 16
-VISIT_ALL_FRACTION = 0.5   # visit every chunk of the table when this share of them has external rows
+ROW_GROUP_ROWS = 100_000   # rows per Parquet row group (the ingest default): the unit of a skipped read
+RUNS_PER_WORKER = 32       # chunk runs per worker query (the worker turns up to 64 into BETWEENs)
 
 
-def _ship(job: MatchJob, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, pa.Table]:
-    """The chunks to visit and the external rows for them: chunkId, XID and the positions."""
+def _ship(job: MatchJob, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, dict[str, pa.Table]]:
+    """The chunks with external rows and what goes to the workers, both sorted by chunk: the
+    external copies (chunkId, XID, positions, cell) and their (chunk, zone) table."""
     ch = job.table.manifest.chunker
     rows, chunks = place(ra, dec, ch["num_stripes"], ch["num_sub_stripes"], job.radius)
     held = job.table.chunk_array()
     keep = np.isin(chunks, held)  # chunks without catalogue rows cannot match
     rows, chunks = rows[keep], chunks[keep]
+    g = grid_of(job)
+    crow, cell = expand(g, ra, dec)
+    # every placement (row, chunk) times every cell of that row
+    first = np.searchsorted(crow, np.arange(ra.size + 1))
+    per = np.diff(first)[rows]
+    pick = np.repeat(first[rows], per) + (np.arange(per.sum()) - np.repeat(np.cumsum(per) - per, per))
+    rows, chunks, cell = np.repeat(rows, per), np.repeat(chunks, per), cell[pick]
     table = pa.table({"chunkId": pa.array(chunks.astype(np.int32)), XID: pa.array(rows),
-                      EXT_RA: pa.array(ra[rows]), EXT_DEC: pa.array(dec[rows])})
-    return np.unique(chunks), table
+                      EXT_RA: pa.array(ra[rows]), EXT_DEC: pa.array(dec[rows]), CELL: pa.array(cell)})
+    return np.unique(chunks), {UPLOAD: table, ZONES: zone_table(g, chunks, cell)}
 
 
-def _run_workers(czar: Czar, sql: str, assignment: dict[str, np.ndarray], shipped: pa.Table,
+def visit_runs(all_chunks: np.ndarray, rows: np.ndarray, wanted: np.ndarray, max_runs: int) -> np.ndarray:
+    """The chunks to visit for external rows in ``wanted`` (sorted, a subset of the table's sorted
+    ``all_chunks`` of ``rows`` rows each): ``wanted`` with the gaps between its chunks filled where
+    skipping them would save no read (fewer rows than a Parquet row group), then the smallest
+    gaps filled until at most ``max_runs`` runs are left. Runs become ``BETWEEN``s in the worker,
+    a filter its scan evaluates (an IN list of scattered ids is slower than reading everything),
+    and the join with the shipped (chunk, zone) table does the selecting."""
+    if wanted.size <= 1:
+        return wanted
+    pos = np.searchsorted(all_chunks, wanted)
+    cum = np.concatenate([[0], np.cumsum(rows, dtype=np.int64)])
+    gap = cum[pos[1:]] - cum[pos[:-1] + 1]  # rows strictly between consecutive wanted chunks
+    keep = gap >= ROW_GROUP_ROWS
+    if keep.sum() > max_runs - 1:
+        keep[:] = False
+        keep[np.argsort(-gap, kind="stable")[: max(max_runs - 1, 0)]] = True
+    breaks = np.flatnonzero(keep)
+    starts = pos[np.r_[0, breaks + 1]]
+    ends = pos[np.r_[breaks, pos.size - 1]]
+    mark = np.zeros(all_chunks.size + 1, np.int64)
+    np.add.at(mark, starts, 1)
+    np.add.at(mark, ends + 1, -1)
+    return all_chunks[np.cumsum(mark)[:-1] > 0]
+
+
+def _run_workers(czar: Czar, sql: str, assignment: dict[str, np.ndarray], shipped: dict[str, pa.Table],
                  timeout: float) -> list[pa.RecordBatch]:
-    """One query per worker, concurrently; the first error cancels the others."""
+    """One query per worker, concurrently, each with the shipped rows of its own chunks (the
+    tables are sorted by chunkId); the first error cancels the others."""
     clients = {w.address: w for w in czar.workers}
-    chunk_col = shipped.column("chunkId").to_numpy()
     qid = uuid.uuid4().hex
     out: queue.Queue = queue.Queue()
     stop = threading.Event()
 
+    def share(table: pa.Table, chunks: np.ndarray) -> pa.Table:
+        col = table.column("chunkId").to_numpy()
+        lo, hi = np.searchsorted(col, [chunks[0], chunks[-1] + 1])
+        part = table.slice(lo, hi - lo)
+        inside = np.isin(part.column("chunkId").to_numpy(), chunks)
+        return part if inside.all() else part.filter(pa.array(inside))  # chunks not one run
+
+    shares = {a: {k: share(t, cs) for k, t in shipped.items()} for a, cs in assignment.items()}
+    # a worker given only chunks without external rows (gaps filled between runs) has nothing to do
+    assignment = {a: cs for a, cs in assignment.items() if shares[a][UPLOAD].num_rows}
+
     def run(addr: str, chunks: np.ndarray) -> None:
-        lo, hi = np.searchsorted(chunk_col, [chunks[0], chunks[-1] + 1])
-        part = shipped.slice(lo, hi - lo)  # shipped rows are sorted by chunk
-        inside = np.isin(part.column("chunkId").to_numpy(), chunks, assume_unique=False)
-        if not inside.all():  # the worker's chunks are not one run: keep only its own
-            part = part.filter(pa.array(inside))
         lane = "interactive" if chunks.size <= INTERACTIVE_MAX_CHUNKS else "scan"
-        kw = {"query_id": f"{qid}-{addr}", "chunk_ids": chunks, "uploads": {UPLOAD: part}, "lane": lane,
-                  "timeout_seconds": timeout}
+        kw = {"query_id": f"{qid}-{addr}", "chunk_ids": chunks, "uploads": shares[addr], "lane": lane,
+              "timeout_seconds": timeout}
         try:
             if lane == "interactive":
                 table = clients[addr].execute_small(sql, **kw)
@@ -133,19 +174,18 @@ def match_pairs(czar: Czar, job: MatchJob, ra: np.ndarray, dec: np.ndarray,
     t1 = time.perf_counter()
     if chunks.size == 0:
         return _empty_parts(job)
-    visit = chunks
-    if chunks.size >= VISIT_ALL_FRACTION * job.table.chunk_array().size:
-        # most chunks have external rows: read whole files rather than filter on ~all chunk ids
-        visit = job.table.chunk_array()
+    all_chunks = job.table.chunk_array()
+    runs = RUNS_PER_WORKER * max(1, len(czar.live_workers()))
+    visit = visit_runs(all_chunks, job.table.chunk_row_weights(all_chunks), chunks, runs)
     assignment = czar._assign(SimpleNamespace(table=job.table, tables=[job.table]), visit)
     sql = algorithm.worker_sql(job)
     batches = _run_workers(czar, sql, assignment, shipped, timeout)
     t2 = time.perf_counter()
     parts = pa.Table.from_batches(batches) if batches else _empty_parts(job)
     result = algorithm.combine(parts, job, czar._run_local)
-    log.info("crossmatch %s: %d external rows -> %d copies in %d chunks on %d workers; placed in %.3f s, "
-             "matched in %.3f s, %d pairs", algorithm.name, ra.size, shipped.num_rows, chunks.size,
-             len(assignment), t1 - t0, t2 - t1, result.num_rows)
+    log.info("crossmatch %s: %d external rows -> %d copies in %d chunks (%d visited) on %d workers; placed "
+             "in %.3f s, matched in %.3f s, %d pairs", algorithm.name, ra.size, shipped[UPLOAD].num_rows,
+             chunks.size, visit.size, len(assignment), t1 - t0, t2 - t1, result.num_rows)
     return result
 
 

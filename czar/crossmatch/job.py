@@ -6,11 +6,12 @@ from dataclasses import dataclass, field
 
 from czar.metadata import TableInfo
 
-__all__ = ["SEP", "UPLOAD", "XID", "MatchJob", "quote"]
+__all__ = ["SEP", "UPLOAD", "XID", "ZONES", "MatchJob", "quote"]
 
 XID = "__xm_xid"      # the external row's index, carried through the worker and back
 SEP = "__xm_sep"      # separation in degrees, computed in the worker
 UPLOAD = "__xm"       # the name the external rows are shipped under (TAP_UPLOAD.__xm)
+ZONES = "__xm_zones"  # the (chunk, zone) pairs they occupy, with the zones' binning
 
 
 def quote(name: str) -> str:
