@@ -1,9 +1,11 @@
 """From a query to a plan: chunks to visit, the SQL each worker runs, and the merge SQL.
 
 Planning is pure (no I/O): the rules in ``czar/planner`` each take and return a sqlglot tree and
-are composed here in order — resolve the table, near-neighbour self-join detection, spatial
-restriction, director-id restriction, statistics shortcut, star expansion, aggregate split — then
-the trees are written as DuckDB SQL (a near-neighbour join's two sides as zone/bin cell subqueries).
+are composed here in order — resolve the table, match-table joins (czar/planner/match.py) or
+near-neighbour self-join detection, spatial restriction, director-id restriction, statistics
+shortcut, star expansion, aggregate split — then the trees are written as DuckDB SQL (a
+near-neighbour join's two sides as zone/bin cell subqueries, a match join's far director as its
+chunk's rows and overlap).
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from sqlglot import exp
 from czar.dialects import parse, to_duckdb
 from czar.metadata import CHUNK_COLUMNS, Metadata, TableInfo
 from czar.planner.aggregate import split
-from czar.planner import neighbour
+from czar.planner import match, neighbour
 from czar.planner.index import IdRestriction, id_restriction
 from czar.planner.spatial import spatial_restriction
 from qengine.errors import QueryError
@@ -237,6 +239,23 @@ def _expand_star(tree: exp.Select, info: TableInfo, hidden: tuple[str, ...] = ()
             star.set("except_", except_)
 
 
+def _expand_match_star(tree: exp.Select, refs: list[_Ref], m: _Ref, flag: str) -> None:
+    """``*`` through a match table: without chunkId/subChunkId, nor the match table's flag
+    column (``alias.*`` of a table leaves out only the columns that table has)."""
+    for star in list(tree.find_all(exp.Star)):
+        parent = star.parent
+        if isinstance(parent, exp.Count):
+            continue
+        if isinstance(parent, exp.Column):  # alias.*
+            ref = next((r for r in refs if (parent.table or "").lower() in r.qualifiers), None)
+            if ref is None or ref.info.role == "replicated":
+                continue
+            names = (*CHUNK_COLUMNS, flag) if ref is m else CHUNK_COLUMNS
+            parent.set("this", exp.Star(except_=[exp.column(c) for c in names]))
+        elif isinstance(parent, exp.Select):
+            star.set("except_", [exp.column(c) for c in (*CHUNK_COLUMNS, flag)])
+
+
 def _neighbour_join(tree: exp.Select, refs: list[_Ref]) -> neighbour.NeighbourJoin | None:
     """A near-neighbour self-join: two occurrences of one director joined by a distance predicate
     (czar/planner/neighbour.py); refs[near] is then the first of them in FROM."""
@@ -255,6 +274,86 @@ def _neighbour_join(tree: exp.Select, refs: list[_Ref]) -> neighbour.NeighbourJo
                          "(joins with other tables are not supported yet)")
     neighbour.check_radius(nj, dirs[0].info.chunker().overlap, f"{m.database}.{m.table}")
     return nj
+
+
+class _ChunkedMatch(TableInfo):
+    """A match table seen as the partitioned table it is (TableInfo.partitioned counts directors
+    and children only), so that the engine fans a query on it out chunk by chunk."""
+
+    @property
+    def partitioned(self) -> bool:
+        return True
+
+
+def _as_partitioned(info: TableInfo) -> TableInfo:
+    if info.partitioned:
+        return info
+    view = object.__new__(_ChunkedMatch)
+    view.__dict__.update(info.__dict__)  # shares the chunk arrays: no copy per query
+    return view
+
+
+def _match_join(tree: exp.Select, refs: list[_Ref]) -> match.MatchJoin | None:
+    """A query through a match table (czar/planner/match.py), or None."""
+    if not any(r.info.role == "match" for r in refs):
+        return None
+    occ = [match.Occurrence(r.alias, frozenset(r.qualifiers), r.info.name, r.info.role, r.info.manifest.id_column)
+           for r in refs]
+
+    def owner(col: exp.Column) -> int | None:
+        ref = _ref_of(col, refs)
+        return None if ref is None else refs.index(ref)
+
+    return match.find(tree, occ, owner, lambda i: match.columns_of(refs[i].info.name, refs[i].info.columns))
+
+
+@dataclass
+class _MatchPlan:
+    tree: exp.Select
+    anchor: _Ref                       # the primary director, or the match table alone
+    chunks: list[int] | None
+    regions: list
+    idr: IdRestriction | None
+    index_table: TableInfo | None
+    overlap: list[_Ref]                # directors read with their overlap
+
+
+def _plan_match(tree: exp.Select, refs: list[_Ref], mj: match.MatchJoin, metadata: Metadata) -> _MatchPlan:
+    """Chunks, restrictions and the primary director of a query through a match table.
+
+    The primary director (read from its chunk's rows) is the first one restricted to regions,
+    else the first restricted by id, else the first in FROM; directors joined on the other key
+    are read with their overlap. qserv_areaspec_* applies to the first director in FROM."""
+    m = refs[mj.match]
+    regions: dict[int, list] = {}
+    for d in mj.directors:
+        dm = refs[d].info.manifest
+        sr = spatial_restriction(tree, dm.ra_column, dm.dec_column, refs[d].qualifiers,
+                                 alias=refs[d].node.alias or None)
+        tree, regions[d] = sr.select, sr.regions
+    ids = {d: id_restriction(tree, refs[d].key, refs[d].qualifiers) for d in mj.directors}
+    ids = {d: i or id_restriction(tree, mj.columns.key(mj.sides[d]), m.qualifiers) for d, i in ids.items()}
+    if not mj.sides:
+        if any(f.name.lower().startswith("qserv_areaspec") for f in tree.find_all(exp.Anonymous)):
+            raise QueryError(f"qserv_areaspec_* needs a director table with positions; {m.info.database}."
+                             f"{m.info.name} is a match table: join it with {mj.columns.dir1} or {mj.columns.dir2}")
+        # a first-director id finds the chunk holding each of its matches (a second-director id
+        # does not: the copies stored with the second side are the ones the filter drops)
+        idr = id_restriction(tree, mj.columns.key1, m.qualifiers)
+        index = metadata.resolve(m.info.database, mj.columns.dir1) if idr is not None else None
+        return _MatchPlan(tree, m, None, [], idr, index, [])
+    primary = next((d for d in mj.directors if regions[d]), None)
+    primary = primary if primary is not None else next((d for d in mj.directors if ids[d] is not None),
+                                                       mj.directors[0])
+    p = refs[primary]
+    chunk_sets = [p.info.chunk_set(), m.info.chunk_set()]
+    chunker = p.info.chunker()
+    chunk_sets += [set(r.chunk_ids(chunker).tolist()) for r in regions[primary]]
+    chunks = sorted(frozenset.intersection(*map(frozenset, chunk_sets)))
+    idr = ids[primary]
+    return _MatchPlan(tree, p, chunks, [repr(r) for r in regions[primary]], idr,
+                      p.info if idr is not None else None,
+                      [refs[d] for d in match.needs_overlap(mj, primary)])
 
 
 def _cap_limit(tree: exp.Select, maxrec: int) -> None:
@@ -284,19 +383,26 @@ def plan_query(sql: str, metadata: Metadata, *, lang: str = "adql", database: st
     _refuse_unsupported(tree)
     refs = _table_refs(tree, metadata, database)
     _check_columns(tree, refs)
-    nn = _neighbour_join(tree, refs)
-    if nn is None:
+    mj = _match_join(tree, refs)
+    nn = _neighbour_join(tree, refs) if mj is None else None
+    if nn is None and mj is None:
         _check_co_location(tree, refs)
     parts = [r for r in refs if r.info.partitioned]
     director = refs[nn.near] if nn else next((r for r in parts if r.info.role == "director"), None)
-    anchor = director or (parts[0] if parts else refs[0])
-    info = anchor.info
+    mp = _plan_match(tree, refs, mj, metadata) if mj is not None else None
+    if mp is not None:
+        tree, director = mp.tree, None
+        parts = [mp.anchor] + [refs[mj.match]] * (mp.anchor is not refs[mj.match])
+    anchor = mp.anchor if mp else director or (parts[0] if parts else refs[0])
+    info = _as_partitioned(anchor.info) if mp else anchor.info
 
     regions: list = []
     chunks: list[int] | None = None
     idr = None
     index_table = None
-    if director is not None:
+    if mp is not None:
+        chunks, regions, idr, index_table = mp.chunks, mp.regions, mp.idr, mp.index_table
+    elif director is not None:
         d = director.info.manifest
         sr = spatial_restriction(tree, d.ra_column, d.dec_column, director.qualifiers,
                                  alias=director.node.alias or None)
@@ -313,27 +419,33 @@ def plan_query(sql: str, metadata: Metadata, *, lang: str = "adql", database: st
     elif any(f.name.lower().startswith("qserv_areaspec") for f in tree.find_all(exp.Anonymous)):
         raise QueryError(f"qserv_areaspec_* needs a director table with positions; "
                          f"{info.database}.{info.name} is a {info.role} table")
-    for r in ([director] if nn else parts):  # the director key restricted anywhere narrows every co-located table
+    for r in ([] if mp else [director] if nn else parts):  # the director key restricted anywhere narrows every co-located table
         idr = id_restriction(tree, r.key, r.qualifiers)
         if idr is not None:
             index_table = r.info if r.info.role == "director" else metadata.resolve(
                 r.info.database, r.info.manifest.director)
             break
-    count = info.rows if len(refs) == 1 and _is_plain_count(tree) else None
+    if mj is not None:
+        tree.where(match.conditions(mj, [match.Occurrence(r.alias, frozenset(r.qualifiers), r.info.name,
+                                                          r.info.role) for r in refs]), append=True, copy=False)
+    # a match table's statistics count its rows' copies, not its rows
+    count = info.rows if len(refs) == 1 and mj is None and _is_plain_count(tree) else None
     count_name = tree.expressions[0].alias if count is not None and tree.expressions[0].alias else "count_star()"
 
     # the rules return new trees: find this tree's table nodes again
     from_ = tree.args.get("from") or tree.args.get("from_")
     for r, node in zip(refs, [from_.this] + [j.this for j in tree.args.get("joins") or []]):
         r.node = node
-    if any(r.info.partitioned for r in refs):
+    if mj is not None:  # the flag column is the partitioner's: not part of the table's rows
+        _expand_match_star(tree, refs, refs[mj.match], mj.columns.flag)
+    elif any(r.info.partitioned for r in refs):
         _expand_star(tree, info if info.partitioned else parts[0].info, (neighbour.CELL,) if nn else ())
     read = _columns_read(tree, refs)
     placeholders, table_placeholders = {}, {}
     for i, r in enumerate(refs):
         marker = f"__qengine_table_{i}__"
         cols = read.get(id(r))
-        hint = "|" + ",".join(sorted(cols)) if cols and r.info.partitioned and \
+        hint = "|" + ",".join(sorted(cols)) if cols and (r.info.partitioned or r.info.role == "match") and \
             len(cols) < len(r.info.columns) else ""
         placeholders[marker] = "{{" + f"{r.info.database}.{r.info.name}{hint}" + "}}"
         table_placeholders[placeholders[marker]] = r.info
@@ -348,6 +460,12 @@ def plan_query(sql: str, metadata: Metadata, *, lang: str = "adql", database: st
         placeholders[f"__qengine_table_{nn.near}__"], placeholders[f"__qengine_table_{nn.far}__"] = neighbour.sources(
             placeholders[f"__qengine_table_{nn.near}__"], far_ph, overlap_ph, m.ra_column, m.dec_column, nn.radius)
         tree.where(neighbour.join_condition(near.alias, far.alias), append=True, copy=False)
+    for far in (mp.overlap if mp else []):  # the other key's director: its chunk's rows and their overlap
+        i = refs.index(far)
+        data_ph = placeholders[f"__qengine_table_{i}__"]
+        overlap_ph = data_ph.replace(f".{far.info.name}", f".{far.info.name}__overlap", 1)
+        table_placeholders[overlap_ph] = far.info
+        placeholders[f"__qengine_table_{i}__"] = match.sides_sql(data_ph, overlap_ph)
     # Column qualifiers naming the database or the table (db.table.col) become the alias.
     for col in tree.find_all(exp.Column):
         if col.args.get("db"):

@@ -157,11 +157,30 @@ def _fingerprint(table: Table, partitioning: Partitioning | None, spec: InputSpe
 
 
 def _column_meta(table: Table) -> list[dict]:
-    return [
+    cols = [
         {k: v for k, v in dict(name=c.name, datatype=c.datatype, unit=c.unit, ucd=c.ucd,
                                description=c.description, nullable=c.nullable).items() if v is not None}
         for c in table.columns
     ]
+    if table.role == "match":
+        cols = match_columns(table, cols)
+    return cols
+
+
+def match_columns(table: Table, cols: list[dict]) -> list[dict]:
+    """A match table's manifest columns: each director key marked with its director
+    (``match_director``: 1 or 2, ``match_table``), and the flag column the partitioner adds
+    (``match_flag``). The manifest has no fields of its own for a second director, so the
+    columns carry them (czar/planner/match.py reads them back)."""
+    out = [dict(c) for c in cols]
+    for side, (director, key) in enumerate(table.match_directors, start=1):
+        for c in out:
+            if c["name"] == key:
+                c["match_director"], c["match_table"] = side, director
+    out.append({"name": table.flag_name, "datatype": "int", "nullable": False, "match_flag": True,
+                "description": "Partitioning flags: 1 stored with the first director's row, 2 with the "
+                               "second's, 3 both in this chunk (Qserv's sph-partition-matches)."})
+    return out
 
 
 @contextlib.contextmanager
@@ -297,6 +316,43 @@ class _Rejects:
                 fh.write(f"{r.file}\t{r.line}\t{r.column or ''}\t{r.reason}\t{text}\n")
 
 
+def _load_match_director(root: Path, database: str, table: Table, director: str,
+                         partitioning: Partitioning, options: IngestOptions, tmp: Path) -> place.DirectorLookup:
+    """A director's ids, chunks and positions (sorted by id), to place a match table's rows."""
+    d = table_dir(root, database, director)
+    try:
+        m = load_manifest(d)
+    except StoreError:
+        a, b = (p[0] for p in table.match_directors)
+        both = a if a == b else f"{a} and {b}"
+        raise IngestError(f"director table {database}.{director} has not been ingested yet; match table "
+                          f"{table.name} relates rows of {both}: ingest them before it", file=str(d)) from None
+    if m.role != "director":
+        raise IngestError(f"{database}.{director} is a {m.role} table; match table {table.name} needs a director",
+                          file=str(d))
+    if m.chunker != asdict(partitioning):
+        raise IngestError(f"director {database}.{director} is partitioned with {m.chunker}, match table "
+                          f"{table.name} with {asdict(partitioning)}: as in Qserv, a match table and its "
+                          "directors must share one partitioning", file=str(d))
+    files = [str(d / f.path) for f in m.files_of("data")]
+    if not files:
+        e = np.empty(0)
+        return place.DirectorLookup(director, e.astype(np.int64), e.astype(np.int32), e.astype(np.int32), e, e)
+    tmp.mkdir(parents=True, exist_ok=True)
+    con = _duck(options, tmp)
+    try:
+        q = lambda c: '"' + c.replace('"', '""') + '"'
+        t = con.sql(
+            f"SELECT CAST({q(m.id_column)} AS BIGINT) AS id, {place.CHUNK_COL}, {place.SUB_CHUNK_COL}, "
+            f"CAST({q(m.ra_column)} AS DOUBLE) AS ra, CAST({q(m.dec_column)} AS DOUBLE) AS dec "
+            f"FROM read_parquet([{', '.join(repr(f) for f in files)}]) ORDER BY id").to_arrow_table()
+    finally:
+        con.close()
+    return place.DirectorLookup(director, t.column("id").to_numpy(), t.column(place.CHUNK_COL).to_numpy(),
+                                t.column(place.SUB_CHUNK_COL).to_numpy(), t.column("ra").to_numpy(),
+                                t.column("dec").to_numpy())
+
+
 def _load_director_index(root: Path, database: str, director: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     d = table_dir(root, database, director)
     try:
@@ -332,10 +388,11 @@ def ingest(root: str | os.PathLike, database: str, table: Table, inputs: Sequenc
     for p in paths:
         if not p.is_file():
             raise IngestError("input file not found", file=str(p))
-    if table.role in ("director", "child") and partitioning is None:
+    if table.role in ("director", "child", "match") and partitioning is None:
         raise IngestError(f"table {table.name} is a {table.role} table: partitioning parameters are required")
-    if table.role == "match":
-        raise IngestError(f"table {table.name}: ingest of match tables is not supported yet")
+    if table.role == "match" and place_by_position is not None:
+        raise IngestError(f"table {table.name} is a match table: it is placed through its directors' rows, "
+                          "not by a position")
     directory = table_dir(root, database, table.name)
     t0 = time.perf_counter()
     with _locked(directory):
@@ -418,6 +475,13 @@ def _run(root, database, table, paths, partitioning, spec, options, txn, staging
 
     chunker = Chunker(partitioning.num_stripes, partitioning.num_sub_stripes, partitioning.overlap)
     placed_schema = place.placed_schema(schema)
+    lookups = None
+    if table.role == "match":
+        placed_schema = place.match_schema(schema, table.flag_name)
+        (d1, _), (d2, _) = table.match_directors
+        first = _load_match_director(root, database, table, d1, partitioning, options, staging / "tmp")
+        lookups = (first, first if d2 == d1 else
+                   _load_match_director(root, database, table, d2, partitioning, options, staging / "tmp"))
     data_spill = StripeSpill(staging / "spill-data", placed_schema, chunker.num_stripes)
     over_spill = StripeSpill(staging / "spill-overlap", placed_schema, chunker.num_stripes)
     index_dir = staging / "spill-index"
@@ -435,6 +499,10 @@ def _run(root, database, table, paths, partitioning, spec, options, txn, staging
         if table.role == "director":
             placed = place.place_director(batch, chunker, table.ra_column, table.dec_column, table.id_column)
             column = table.ra_column
+        elif lookups is not None:
+            (_, key1), (_, key2) = table.match_directors
+            placed = place.place_matches(batch, chunker, key1, key2, *lookups, table.flag_name)
+            column = key1
         elif place_by_position is not None:
             placed = place.place_director(batch, chunker, *place_by_position, table.foreign_key)
             placed.overlap = None  # children carry no overlap
@@ -444,7 +512,10 @@ def _run(root, database, table, paths, partitioning, spec, options, txn, staging
             column = table.foreign_key
         for i, reason in zip(placed.bad_rows.tolist(), placed.bad_reason):
             line = int(b.line_numbers[i]) if b.line_numbers is not None else b.first_line + i
-            rejects.add(Reject(file=file_names[k], line=line, column=column, reason=reason, text=None))
+            col = column
+            if lookups is not None and reason.startswith(f"{table.match_directors[1][1]}="):
+                col = table.match_directors[1][1]  # the second director's id is at fault
+            rejects.add(Reject(file=file_names[k], line=line, column=col, reason=reason, text=None))
         data_spill.write(placed.data)
         acc.add(placed.data, table.ra_column, table.dec_column)
         result.rows += placed.data.num_rows

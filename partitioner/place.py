@@ -202,3 +202,110 @@ def group_chunks(counts: dict[int, int], rows_per_file: int) -> list[tuple[int, 
     if first is not None:
         groups.append((first, last))
     return groups
+
+
+# ------------------------------------------------------------------------------ match tables
+#: Qserv's sph-partition-matches refuses a match whose two positions are farther apart than
+#: the overlap minus this (1 mas, its EPSILON_DEG).
+MATCH_EPSILON_DEG = 0.001 / 3600
+FLAG_FIRST, FLAG_SECOND, FLAG_BOTH = 1, 2, 3
+
+
+@dataclass
+class DirectorLookup:
+    """A director's rows by id (sorted): chunk, sub-chunk and position, for placing matches."""
+
+    name: str
+    ids: np.ndarray
+    chunk: np.ndarray
+    sub: np.ndarray
+    ra: np.ndarray
+    dec: np.ndarray
+
+    def find(self, column: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(is NULL, found, index into the lookup) for each value of ``column``."""
+        null = np.asarray(column.is_null().to_numpy(zero_copy_only=False), bool)
+        v = pc.fill_null(pc.cast(column, pa.int64()), np.iinfo(np.int64).min).to_numpy(zero_copy_only=False)
+        if self.ids.size == 0:
+            return null, np.zeros(v.size, bool), np.zeros(v.size, np.int64)
+        pos = np.minimum(np.searchsorted(self.ids, v), self.ids.size - 1)
+        return null, (self.ids[pos] == v) & ~null, pos
+
+
+def match_schema(schema: pa.Schema, flag_col: str) -> pa.Schema:
+    """A match table's stored schema: its columns, the flag column, chunkId and subChunkId."""
+    return placed_schema(schema.append(pa.field(flag_col, pa.int32(), False)))
+
+
+def _separation(ra1, dec1, ra2, dec2) -> np.ndarray:
+    """Angular separation in degrees (haversine: accurate at small angles)."""
+    r1, d1, r2, d2 = (np.radians(x) for x in (ra1, dec1, ra2, dec2))
+    h = np.sin((d2 - d1) / 2) ** 2 + np.cos(d1) * np.cos(d2) * np.sin((r2 - r1) / 2) ** 2
+    return np.degrees(2 * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0))))
+
+
+def _in_overlap_of(chunker: Chunker, ra: np.ndarray, dec: np.ndarray, chunk: np.ndarray) -> np.ndarray:
+    """Whether each position lies in the overlap the partitioner stores for ``chunk``."""
+    rows, ocid, _ = chunker.overlap_locations(ra, dec)
+    have = rows.astype(np.int64) * (1 << 32) + ocid.astype(np.int64)
+    want = np.arange(ra.size, dtype=np.int64) * (1 << 32) + chunk.astype(np.int64)
+    return np.isin(want, have)
+
+
+def place_matches(batch: pa.RecordBatch, chunker: Chunker, key1: str, key2: str,
+                  first: DirectorLookup, second: DirectorLookup, flag_col: str) -> Placed:
+    """Place match rows as Qserv's sph-partition-matches does, locating each side through its
+    director's stored rows: a row goes to the chunk of its first director row (flag 1) and to
+    that of its second (flag 2), once with flag 3 when both are in one chunk. A NULL id on one
+    side places the row by the other side only; both NULL, an id with no director row, or two
+    rows farther apart than the overlap (they could not be joined chunk by chunk) are bad rows.
+    """
+    n = batch.num_rows
+    null1, found1, p1 = first.find(batch.column(key1))
+    null2, found2, p2 = second.find(batch.column(key2))
+    c1, s1, c2, s2 = first.chunk[p1], first.sub[p1], second.chunk[p2], second.sub[p2]
+    reason: dict[int, str] = {}
+    for i in np.flatnonzero(null1 & null2).tolist():
+        reason[i] = f"NULL {key1} and {key2}: a match row needs at least one director id"
+    for key, null, found, d in ((key1, null1, found1, first), (key2, null2, found2, second)):
+        col = batch.column(key)
+        for i in np.flatnonzero(~null & ~found).tolist():
+            reason.setdefault(i, f"{key}={col[i].as_py()} has no row in director table {d.name}")
+    both = np.flatnonzero(found1 & found2)
+    if both.size:
+        ra1, de1 = first.ra[p1[both]], first.dec[p1[both]]
+        ra2, de2 = second.ra[p2[both]], second.dec[p2[both]]
+        sep = _separation(ra1, de1, ra2, de2)
+        far = sep > chunker.overlap - MATCH_EPSILON_DEG
+        # The join reads the other side from the overlap of this side's chunk: check that it is
+        # there (it is whenever the separation is within the overlap; this guards the geometry).
+        cross = ~far & (c1[both] != c2[both])
+        if cross.any():
+            x = np.flatnonzero(cross)
+            ok = (_in_overlap_of(chunker, ra2[x], de2[x], c1[both][x])
+                  & _in_overlap_of(chunker, ra1[x], de1[x], c2[both][x]))
+            far[x[~ok]] = True
+        for j in np.flatnonzero(far).tolist():
+            i = int(both[j])
+            reason.setdefault(i, (
+                f"{key1}={batch.column(key1)[i].as_py()} and {key2}={batch.column(key2)[i].as_py()} lie "
+                f"{sep[j] * 3600:.3f} arcsec apart, more than the overlap ({chunker.overlap:g} deg): a "
+                "match must lie within the overlap to be joined chunk by chunk (Qserv's "
+                "sph-partition-matches refuses it too)"))
+    bad = np.array(sorted(reason), dtype=np.int64)
+    good = np.ones(n, bool)
+    good[bad] = False
+    same = good & found1 & found2 & (c1 == c2)
+    by1 = good & found1 & ~same
+    by2 = good & found2 & ~same
+    rows = np.concatenate([np.flatnonzero(same), np.flatnonzero(by1), np.flatnonzero(by2)])
+    cid = np.concatenate([c1[same], c1[by1], c2[by2]]).astype(np.int32)
+    scid = np.concatenate([s1[same], s1[by1], s2[by2]]).astype(np.int32)
+    flag = np.concatenate([np.full(same.sum(), FLAG_BOTH), np.full(by1.sum(), FLAG_FIRST),
+                           np.full(by2.sum(), FLAG_SECOND)]).astype(np.int32)
+    order = np.lexsort((scid, cid))
+    taken = batch.take(pa.array(rows[order]))
+    arrays = list(taken.columns) + [pa.array(flag[order], pa.int32()), pa.array(cid[order], pa.int32()),
+                                    pa.array(scid[order], pa.int32())]
+    data = pa.RecordBatch.from_arrays(arrays, schema=match_schema(batch.schema, flag_col))
+    return Placed(data, None, bad, [reason[i] for i in bad.tolist()])

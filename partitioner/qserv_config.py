@@ -82,7 +82,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot import errors as sqlglot_errors
 
-from qengine.catalog import FLOAT_TYPES, INTEGER_TYPES, Column, Partitioning, Table
+from qengine.catalog import DEFAULT_FLAG_COLUMN, FLOAT_TYPES, INTEGER_TYPES, Column, Partitioning, Table
 from qengine.errors import CatalogError
 
 __all__ = [
@@ -143,6 +143,7 @@ class QservTableConfig:
     director_database: str | None = None
     match_directors: tuple[tuple[str, str], ...] = ()
     match_pos: tuple[tuple[str, str], tuple[str, str]] | None = None
+    flag_column: str | None = None     # a match table's part.flags (dropped from the columns)
     table_overlap: float | None = None
     sources: tuple[str, ...] = ()
 
@@ -154,7 +155,8 @@ class QservTableConfig:
             id_column=self.id_column, ra_column=self.ra_column, dec_column=self.dec_column,
             director=self.director if partitioned else None,
             foreign_key=self.foreign_key if partitioned else None,
-            match_directors=self.match_directors if self.role == "match" else ())
+            match_directors=self.match_directors if self.role == "match" else (),
+            flag_column=self.flag_column if self.role == "match" else None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -834,6 +836,10 @@ def load_qserv_table(database: str, table: str, schema_path: str | Path | None,
     drop = list(QSERV_INTERNAL_COLUMNS)
     if not replicated:
         drop += [n for n in (cfg.string("part.chunk"), cfg.string("part.sub-chunk")) if n]
+    is_match = not replicated and any(cfg.has(k) for k in ("part.pos1", "part.pos2", "part.id1", "part.id2"))
+    flag_column = (cfg.string("part.flags") or DEFAULT_FLAG_COLUMN) if is_match else None
+    if flag_column:  # sph-partition-matches writes it, as qengine's partitioner does
+        drop.append(flag_column)
     schema_table, columns, comment = _parse_schema(text, str(schema), table=table, drop=drop)
     if schema_table is not None and schema_table.lower() != table.lower():
         log.warning("%s: CREATE TABLE names %r; using its columns for table %s.%s", schema,
@@ -891,7 +897,7 @@ def load_qserv_table(database: str, table: str, schema_path: str | Path | None,
         return QservTableConfig(
             role="match", director=pairs[0][0], foreign_key=pairs[0][1],
             match_directors=tuple(pairs), match_pos=(pos1, pos2) if pos1 else None,
-            partitioning=partitioning, table_overlap=table_overlap, **fields)
+            flag_column=flag_column, partitioning=partitioning, table_overlap=table_overlap, **fields)
 
     dir_table = cfg.string("dirTable")
     dir_db = cfg.string("dirDb")

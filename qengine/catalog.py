@@ -32,6 +32,7 @@ short::
       Neighbors:
         role: match
         match_directors: [[PhotoObjAll, objID], [PhotoObjAll, neighborObjID]]
+        flag_column: partitioningFlags   # optional; written by the partitioner, not an input column
         columns: [...]
 
 Column keys: ``name``, ``datatype`` (required; felis/VOTable vocabulary, :data:`DATATYPES`),
@@ -130,7 +131,10 @@ _CATALOG_KEYS = ("name", "database", "description", "partitioning", "tables", "b
 _CATALOG_REQUIRED = ("name", "database", "tables")
 _PARTITIONING_KEYS = ("num_stripes", "num_sub_stripes", "overlap")
 _TABLE_KEYS = ("role", "description", "id_column", "ra_column", "dec_column", "director",
-               "foreign_key", "match_directors", "aliases", "columns", "sdm_table")
+               "foreign_key", "match_directors", "flag_column", "aliases", "columns", "sdm_table")
+#: The match-table flag column's name when a catalogue does not choose one (Qserv's default
+#: ``--part.flags`` of sph-partition-matches).
+DEFAULT_FLAG_COLUMN = "partitioningFlags"
 _TABLE_REQUIRED = ("role", "columns")
 _COLUMN_KEYS = ("name", "datatype", "unit", "ucd", "description", "nullable", "principal",
                 "indexed", "sentinel", "arraysize", "sdm_column")
@@ -143,10 +147,10 @@ _ROLE_REQUIRED = {
     "replicated": (),
 }
 _ROLE_FORBIDDEN = {
-    "director": ("director", "foreign_key", "match_directors"),
-    "child": ("match_directors",),
+    "director": ("director", "foreign_key", "match_directors", "flag_column"),
+    "child": ("match_directors", "flag_column"),
     "match": ("director", "foreign_key"),
-    "replicated": ("director", "foreign_key", "match_directors"),
+    "replicated": ("director", "foreign_key", "match_directors", "flag_column"),
 }
 
 
@@ -275,6 +279,7 @@ class Table:
     foreign_key: str | None = None
     match_directors: tuple[tuple[str, str], ...] = ()
     aliases: dict[str, str] = field(default_factory=dict, hash=False)
+    flag_column: str | None = None  # match tables: the partitioner's flag column (see flag_name)
 
     def __post_init__(self) -> None:
         if not isinstance(self.columns, tuple):
@@ -316,6 +321,13 @@ class Table:
     @property
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
+
+    @property
+    def flag_name(self) -> str | None:
+        """A match table's flag column (``flag_column`` or Qserv's default); None otherwise."""
+        if self.role != "match":
+            return None
+        return self.flag_column or DEFAULT_FLAG_COLUMN
 
     @property
     def is_partitioned(self) -> bool:
@@ -551,6 +563,14 @@ def _validate_table(catalog: Catalog, tab: Table, w: _Where) -> None:
                               key="match_directors")
             used.add(colname.lower())
             _check_fk_type(catalog, tab, "match_directors", dname, col, w)
+        flag = tab.flag_name
+        if not isinstance(flag, str) or not _IDENT.match(flag):
+            raise w.error(f"{flag!r} is not an identifier", table=tname, key="flag_column")
+        if flag.lower() in by_lower or flag.lower() in ("chunkid", "subchunkid"):
+            raise w.error(f"column {flag!r} is written by the partitioner (1: placed with the first "
+                          "director's row, 2: with the second's, 3: both): leave it out of the "
+                          "column list, or choose another flag_column", table=tname,
+                          key="flag_column")
         first = pairs[0]
         if tab.director is not None and (tab.director, tab.foreign_key) != tuple(first):
             raise w.error("a match table's director/foreign_key must be its first "
@@ -562,6 +582,8 @@ def _validate_table(catalog: Catalog, tab: Table, w: _Where) -> None:
         if tab.match_directors:
             raise w.error(f"not allowed for a {tab.role} table", table=tname,
                           key="match_directors")
+        if tab.flag_column is not None:
+            raise w.error(f"not allowed for a {tab.role} table", table=tname, key="flag_column")
 
     if not isinstance(tab.aliases, dict):
         raise w.error("must be a mapping alias -> column", table=tname, key="aliases")
@@ -800,7 +822,7 @@ class _Builder:
                 raise self.w.error(f"not allowed for a {role} table{hint}", table=tname, key=key)
         strings = {k: self.string(t, k, table=tname)
                    for k in ("description", "id_column", "ra_column", "dec_column", "director",
-                             "foreign_key", "sdm_table")}
+                             "foreign_key", "sdm_table", "flag_column")}
         match_directors: tuple[tuple[str, str], ...] = ()
         if role == "match":
             md = t["match_directors"]
@@ -824,7 +846,8 @@ class _Builder:
                      description=strings["description"], id_column=strings["id_column"],
                      ra_column=strings["ra_column"], dec_column=strings["dec_column"],
                      director=strings["director"], foreign_key=strings["foreign_key"],
-                     match_directors=match_directors, aliases=dict(aliases))
+                     match_directors=match_directors, aliases=dict(aliases),
+                     flag_column=strings["flag_column"])
 
     def columns(self, tname: str, items: Any, band_sets: Mapping) -> list[Column]:
         if not isinstance(items, list) or not items:
