@@ -244,9 +244,10 @@ def _api_routes(czar: Czar) -> list[Route]:
     async def status(request: Request) -> Response:
         st = czar.status()   # workers up/down, tables held, running queries
         user = request_user(request)
-        if user is not None:  # only the tables the user may read
+        if user is not None:  # only the tables the user may read, and no one's query ids (job URLs)
             for w in st["workers"]:
                 w["tables"] = {k: v for k, v in w["tables"].items() if user.allows(*k.split(".", 1))}
+            st["running"] = [{k: v for k, v in q.items() if k != "query_id"} for q in st["running"]]
         return JSONResponse(st)
 
     return [Route("/api/v1/health", health, methods=["GET"]),

@@ -162,6 +162,8 @@ class UserStore:
                 raise ValueError("not a qengine user store")
         except (OSError, ValueError) as exc:
             raise ConfigError(f"user store {self.path}: {exc}") from None
+        # token hash -> user, built once per version of the file (a lookup per HTTP request)
+        data["_by_token"] = {h: n for n, u in data["users"].items() for h in u.get("tokens", {})}
         with self._mutex:
             self._cache = (stamp, data)
         return data
@@ -185,7 +187,7 @@ class UserStore:
         with self._locked():
             with self._mutex:
                 self._cache = None
-            data = json.loads(json.dumps(self._read()))  # a private copy
+            data = json.loads(json.dumps({k: v for k, v in self._read().items() if k != "_by_token"}))
             yield data
             self._write(data)
 
@@ -266,12 +268,7 @@ class UserStore:
 
     def by_token(self, token: str) -> str | None:
         """The user holding ``token``, or None."""
-        h = _sha256(token)
-        for name, u in self._read()["users"].items():
-            for stored in u.get("tokens", {}):
-                if hmac.compare_digest(stored, h):
-                    return name
-        return None
+        return self._read().get("_by_token", {}).get(_sha256(token))
 
     def check_password(self, name: str, password: str) -> bool:
         u = self.get(name)
