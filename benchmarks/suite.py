@@ -108,6 +108,11 @@ CHILD_OBJECTS = {"medium": {"ForcedSource": 2_000_000}, "large": {"ForcedSource"
 #: scales whose generated inputs are kept after ingest (larger ones delete them to save disk: the
 #: oracle then reads the store's data files, the same rows without the partitioning)
 KEEP_INPUTS = {"small"}
+#: tables whose generated files are kept for the oracle at a scale (moved to ``oracle-input/``): the
+#: Object table in its generated, sky-unordered form, so DuckDB's cone and box searches over it are
+#: the full scans the czar issue's target compares with (the store's files, sorted by chunk, would
+#: let DuckDB prune row groups on position statistics)
+ORACLE_INPUTS = {"medium": {"Object"}, "large": {"Object"}}
 
 
 @dataclass
@@ -184,13 +189,22 @@ def build(scale: str, directory: Path, *, seed: int = 7, progress: bool = False,
                     marks.mkdir(parents=True, exist_ok=True)
                     (marks / f"{cat.database}.{t.name}").write_text(f"{r.rows}\n")
                     if not keep:
+                        kept = directory / "oracle-input" / name / t.name
+                        if t.name in ORACLE_INPUTS.get(scale, ()):
+                            kept.mkdir(parents=True, exist_ok=True)
                         for f in files[t.name]:
-                            Path(f).unlink()
+                            if kept.is_dir():
+                                Path(f).replace(kept / Path(f).name)
+                            else:
+                                Path(f).unlink()
             for t in order:
                 key = f"{cat.database}.{t.name}"
                 gen = sorted((out / t.name).glob("*.parquet"))
+                kept = sorted((directory / "oracle-input" / name / t.name).glob("*.parquet"))
                 if gen and (keep or done.exists()):
                     ds.inputs[key] = gen
+                elif kept:
+                    ds.inputs[key] = kept
                 else:
                     ds.inputs[key] = sorted((root / cat.database / t.name / "data").glob("*.parquet"))
                     ds.stored.add(key)

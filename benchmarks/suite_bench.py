@@ -393,10 +393,13 @@ def run(args: argparse.Namespace) -> tuple[str, str]:
     _log(f"data for scale {scale} in {directory} (generated and ingested once)")
     ds = build(scale, directory, progress=sys.stderr.isatty(), log=_log)
     con = oracle_connection(ds)
+    gen = sorted(k for k in ds.inputs if k not in ds.stored)
     oracle_data = ("the generated, unpartitioned Parquet files" if not ds.stored else
-                   "the store's data files read as one table per catalogue table (each row once, chunkId/"
-                   "subChunkId dropped, no overlap, no partitioning used: the generated inputs were deleted "
-                   "after ingest to save disk)")
+                   f"the generated, unpartitioned Parquet files of {', '.join(gen) or 'no table'} and, for "
+                   f"{', '.join(sorted(ds.stored))}, the store's data files read as one table each (every row "
+                   "once, chunkId/subChunkId dropped, no overlap; rows sorted by chunk, so DuckDB can prune row "
+                   "groups on position statistics there): their generated inputs were deleted after ingest to "
+                   "save disk")
     table_rows = {k: footer_rows(f) for k, f in ds.inputs.items()
                   if k.split(".")[1] in ("Object", "Source", "ForcedSource", "PhotoObjAll", "lasSource")}
     meta = {"scale": scale, "repeat": args.repeat, "budget": getattr(args, "budget", 60.0),
