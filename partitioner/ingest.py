@@ -72,6 +72,7 @@ class IngestResult:
     txn: int | None
     rows: int = 0
     overlap_rows: int = 0
+    match_copies: int = 0       # match tables: second copies, stored with the second director's row
     rejected: int = 0
     files: list[str] = field(default_factory=list)
     already_ingested: bool = False
@@ -85,7 +86,9 @@ class IngestResult:
                     f"{self.txn}; nothing to do")
         verb = "validated (aborted, nothing written)" if self.aborted else f"committed as transaction {self.txn}"
         rate = self.rows / self.seconds if self.seconds > 0 else 0.0
-        s = (f"{self.database}.{self.table}: {self.rows:,} rows ({self.overlap_rows:,} overlap copies) "
+        copies = (f"{self.match_copies:,} copies with the second director's row" if self.match_copies
+                  else f"{self.overlap_rows:,} overlap copies")
+        s = (f"{self.database}.{self.table}: {self.rows:,} rows ({copies}) "
              f"in {len(self.files)} files, {verb}; {self.seconds:.1f} s, {rate:,.0f} rows/s")
         if self.rejected:
             s += f"; {self.rejected:,} rows rejected" + (f" (see {self.reject_file})" if self.reject_file else "")
@@ -519,6 +522,10 @@ def _run(root, database, table, paths, partitioning, spec, options, txn, staging
         data_spill.write(placed.data)
         acc.add(placed.data, table.ra_column, table.dec_column)
         result.rows += placed.data.num_rows
+        if lookups is not None:  # a match stored twice is one row of the table
+            second = placed.data.num_rows - (batch.num_rows - placed.bad_rows.size)
+            result.match_copies += second
+            result.rows -= second
         if placed.overlap is not None:
             over_spill.write(placed.overlap)
             acc.add(placed.overlap, None, None, overlap=True)

@@ -115,7 +115,7 @@ def test_expected_tables_and_roles():
         "lasSource": "director", "dxsSource": "director", "dxsDetection": "director",
         "dxsSourceXDetectionBestMatch": "child", "dxsVariability": "child",
         "Multiframe": "replicated", "MultiframeDetector": "replicated",
-        "Filter": "replicated", "lasMergeLog": "replicated"}
+        "Filter": "replicated", "lasMergeLog": "replicated", "lasSourceNeighbours": "match"}
     assert roles["gaia"] == {"gaia_source": "director"}
     assert [load_catalog(n).database for n in SHIPPED] == ["dp02", "sdss", "ukidssdr8", "gaia"]
 
@@ -597,3 +597,36 @@ def test_validate_catalog_in_code():
     with pytest.raises(CatalogError, match=r"key 'datatype'.*did you mean 'double'"):
         Column("x", "doubel")
     assert Column("m", "float", sentinel=-9999).sentinel == -9999.0
+
+
+def test_match_tables_flag_column(tmp_path):
+    """A match table's flag column: Qserv's default name, or its own; never an input column."""
+    sdss = load_catalog("sdss")
+    assert sdss.table("Neighbors").flag_name == "partitioningFlags"
+    assert sdss.table("PhotoObjAll").flag_name is None
+    las = load_catalog("ukidss").table("lasSourceNeighbours")
+    assert las.match_directors == (("lasSource", "masterObjID"), ("lasSource", "slaveObjID"))
+    base = """
+name: t
+database: t
+tables:
+  D: {role: director, id_column: id, ra_column: ra, dec_column: decl,
+      columns: [{name: id, datatype: long}, {name: ra, datatype: double}, {name: decl, datatype: double}]}
+  M:
+    role: match
+    match_directors: [[D, a], [D, b]]
+    %s
+    columns: [{name: a, datatype: long}, {name: b, datatype: long}%s]
+"""
+    def load(extra: str, cols: str = "", text: str = base):
+        path = tmp_path / f"t{len(list(tmp_path.iterdir()))}.yaml"
+        path.write_text(text % (extra, cols))
+        return load_catalog(path)
+
+    assert load("flag_column: qflags").table("M").flag_name == "qflags"
+    with pytest.raises(CatalogError, match=r"key 'flag_column': column 'flags' is written by the partitioner"):
+        load("flag_column: flags", ", {name: flags, datatype: int}")
+    with pytest.raises(CatalogError, match=r"column 'partitioningFlags' is written by the partitioner"):
+        load("", ", {name: partitioningFlags, datatype: int}")
+    with pytest.raises(CatalogError, match=r"table 'D'.*key 'flag_column': not allowed for a director"):
+        load("", text=base.replace("columns: [{name: id", "flag_column: f, columns: [{name: id", 1))
