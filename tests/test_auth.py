@@ -620,3 +620,85 @@ def test_engine_refuses_misuse_clearly(world, qe):
     for t in threads:
         t.join()
     assert sorted(errors) == sorted(["alice:ok", "bob:ok", "carol:refused", "carol:refused"])
+
+
+_TS_COLUMNS = {"schemas": ["schema_name", "description"], "tables": ["schema_name", "table_name", "description"],
+               "columns": ["table_name", "column_name", "description"], "keys": ["from_table", "target_table"]}
+
+
+@given(table=st.sampled_from(sorted(_TS_COLUMNS)), data=st.data(),
+       pattern=st.sampled_from(["%secret%", "%Hidden%", "%idden", "secretdb.%", "%", "%ecre%", "SECRETDB%", "%.%"]),
+       user=st.sampled_from(["carol", "anonymous", "bob"]))
+def test_tap_schema_filtered_by_name_never_shows_a_forbidden_table(world, server, table, data, pattern, user):
+    """TAP_SCHEMA searched by name, any column, any spelling: only tables the user may read."""
+    column = data.draw(st.sampled_from(_TS_COLUMNS[table]))
+    fn = data.draw(st.sampled_from(["{c}", "LOWER({c})", "UPPER({c})"]))
+    sql = f"SELECT * FROM TAP_SCHEMA.{table} WHERE {fn.format(c=column)} LIKE '{pattern}'"
+    p = who(world, user)
+    got, _ = server.app.state.tap.schema_for(p).query(parse(sql, "adql"), 10_000)
+    for r in got.to_pylist():
+        for v in r.values():
+            if isinstance(v, str) and v.lower().startswith("secretdb."):
+                assert p.allows(*v.split(".", 1)[:2]) and v.split(".")[1].lower() == "hidden", (sql, r)
+            if isinstance(v, str) and v.lower() == "secretdb":
+                assert user == "bob", (sql, r)
+
+
+def test_qengine_czar_with_auth_in_cluster_yaml(world, tmp_path):
+    """`qengine czar --config cluster.yaml` with an auth section: tokens on TAP, passwords on MySQL,
+    the audit log under the state directory; `qengine user --config` manages the same store."""
+    import socket
+    import subprocess
+    import sys
+
+    import pymysql
+
+    from qengine.cli import main
+
+    qe = world["qe"]
+    (tmp_path / "secret").write_text((qe.workers[0].workdir / "secret").read_text())
+    shutil.copy(world["auth"].store.path, tmp_path / "users.json")
+    cfg = tmp_path / "cluster.yaml"
+    cfg.write_text(f"metadata_root: {qe.root}\nworkers: {[w.address for w in qe.workers]}\nsecret_file: secret\n"
+                   "tap: {job_dir: jobs}\nauth: {users: users.json, anonymous: false, public: [testdb]}\n")
+    assert main(["user", "add", "erin", "--class", "guest", "--config", str(cfg)]) == 0
+    assert main(["user", "grant", "erin", "secretdb.Hidden", "--config", str(cfg)]) == 0
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    proc = subprocess.Popen([sys.executable, "-m", "qengine.cli", "czar", "--config", str(cfg), "--port",
+                             str(ports[0]), "--mysql-port", str(ports[1])], stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{ports[0]}"
+        deadline = time.monotonic() + 60
+        with httpx.Client(base_url=base, timeout=60) as c:
+            while True:
+                try:
+                    if c.get("/tap/availability").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert proc.poll() is None and time.monotonic() < deadline, "qengine czar did not serve"
+                time.sleep(0.2)
+            sql = "SELECT k, marker FROM secretdb.Hidden"
+            assert sync(c, sql).status_code == 401
+            r = sync(c, sql, bearer(world, "bob"))
+            assert r.status_code == 200 and votable_rows(r.content) == rows(qe.query(sql))
+        conn = pymysql.connect(host="127.0.0.1", port=ports[1], user="alice", password="alice-pw",
+                               connect_timeout=30, read_timeout=60)
+        try:
+            assert "secretdb" in {r[0] for r in fetch(conn, "SHOW DATABASES")}
+            n = qe.query("SELECT COUNT(*) AS n FROM secretdb.Object").column(0)[0].as_py()
+            assert len(fetch(conn, "SELECT objectId FROM secretdb.Object")) == n
+        finally:
+            conn.close()
+        with pytest.raises(pymysql.err.OperationalError):
+            pymysql.connect(host="127.0.0.1", port=ports[1], user="anonymous", password="", connect_timeout=30)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    recs = read_audit(tmp_path / "jobs-state" / "audit.jsonl")
+    assert [(r["user"], r["frontend"], r["status"], r["rows"]) for r in recs] == [
+        ("bob", "tap-sync", "COMPLETED", 3), ("alice", "mysql", "COMPLETED", n)]
