@@ -90,8 +90,11 @@ def verify(root: str | os.PathLike) -> VerifyReport:
             continue
         ch = Chunker(**m.chunker)
         cols = [CHUNK_COL, SUB_CHUNK_COL]
+        match = _match_columns(m) if m.role == "match" else None
         if m.role == "director":
             cols = [m.id_column, m.ra_column, m.dec_column] + cols
+        elif match is not None:
+            cols = [match[0][1], match[1][1], match[2]] + cols
         else:
             cols = [m.foreign_key] + cols
         data = _read(d, m, "data", cols)
@@ -157,6 +160,8 @@ def verify(root: str | os.PathLike) -> VerifyReport:
             indexes[key] = (iid_s, idx.column(1).to_numpy()[order_i])
             rep.checked.append(f"{where}: {ids.size:,} rows in their chunks, {len(have):,} overlap copies "
                                f"exact, index agrees")
+        elif match is not None:
+            _verify_match(rep, where, db, match, data, cid, indexes)
         else:
             dkey = (db, m.director)
             if dkey not in indexes:
@@ -173,3 +178,39 @@ def verify(root: str | os.PathLike) -> VerifyReport:
                 rep.problem(where, f"{int(misplaced.sum())} rows not in their director's chunk")
             rep.checked.append(f"{where}: {fk.size:,} rows with their director")
     return rep
+
+
+def _match_columns(m) -> tuple[tuple[str, str], tuple[str, str], str] | None:
+    """((director 1, key 1), (director 2, key 2), flag column) from a match table's manifest."""
+    keys = {c.get("match_director"): (c.get("match_table"), c["name"]) for c in m.columns
+            if c.get("match_director") in (1, 2)}
+    flag = next((c["name"] for c in m.columns if c.get("match_flag")), None)
+    return (keys[1], keys[2], flag) if set(keys) == {1, 2} and flag else None
+
+
+def _verify_match(rep: VerifyReport, where: str, db: str, match, data, cid: np.ndarray,
+                  indexes: dict) -> None:
+    """Each stored match row sits with a director row it names, and its flag says which: bit 0
+    its first director row's chunk, bit 1 its second's (Qserv's sph-partition-matches)."""
+    (d1, k1), (d2, k2), flag = match
+    expect = np.zeros(cid.size, np.int64)
+    for bit, (dname, key) in ((1, (d1, k1)), (2, (d2, k2))):
+        if (db, dname) not in indexes:
+            rep.problem(where, f"director table {db}.{dname} is missing or has no index")
+            return
+        iid, ic = indexes[(db, dname)]
+        col = data.column(key)
+        null = np.asarray(col.is_null().to_numpy(zero_copy_only=False), bool)
+        v = pc.fill_null(col.cast("int64"), -1).to_numpy()
+        pos = np.clip(np.searchsorted(iid, v), 0, max(iid.size - 1, 0))
+        found = (iid[pos] == v) & ~null if iid.size else np.zeros(v.size, bool)
+        if (~null & ~found).any():
+            rep.problem(where, f"{int((~null & ~found).sum())} rows whose {key} has no row in {dname}")
+        expect += bit * (found & (ic[pos] == cid))
+    got = data.column(flag).to_numpy()
+    if (expect == 0).any():
+        rep.problem(where, f"{int((expect == 0).sum())} rows in neither director row's chunk")
+    if (got != expect).any():
+        rep.problem(where, f"{int((got != expect).sum())} rows whose {flag} disagrees with their directors' chunks")
+    rep.checked.append(f"{where}: {cid.size:,} match rows with their directors, {flag} exact "
+                       f"({int((got == 2).sum()):,} second copies)")

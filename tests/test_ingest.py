@@ -382,3 +382,47 @@ def test_cli_ingest_info_verify(tmp_path, objects_file):
     (table_dir(root, DB, "Object") / MANIFEST).write_text(json.dumps(m))
     r = subprocess.run(q + ["catalog", "verify", str(root)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "BAD" in r.stdout
+
+
+def test_generated_sdss_neighbors_ingest_as_a_match_table(tmp_path):
+    """The SDSS generator's Neighbors (ordered pairs < 30", dense at the edge cases) ingests
+    with its director: every pair stored with its objID row (once, or twice when the neighbour
+    lies in another chunk), flags that `catalog verify` recomputes, nothing lost."""
+    from catalogs.generate import generate
+    from qengine.catalog import load_catalog
+
+    cat = load_catalog("sdss")
+    paths = generate(cat, 4000, tmp_path / "gen", seed=2, edge_cases=True, progress=False,
+                     tables=["PhotoObjAll", "Neighbors"])
+    root = tmp_path / "root"
+    for name in ("PhotoObjAll", "Neighbors"):
+        res = ingest(root, cat.database, cat.table(name), paths[name], partitioning=cat.partitioning,
+                     options=IngestOptions(progress=False))
+    src = pq.read_table(paths["Neighbors"])
+    assert res.rows == src.num_rows > 0
+    d = table_dir(root, cat.database, "Neighbors")
+    got = pq.read_table([str(d / f.path) for f in load_manifest(d).files_of("data")])
+    once = got.filter(pa.compute.not_equal(got.column("partitioningFlags"), 2))  # Qserv's duplicate filter
+    key = lambda t: sorted(zip(t.column("objID").to_pylist(), t.column("neighborObjID").to_pylist()))
+    assert key(once) == key(src)
+    assert got.num_rows - once.num_rows == res.match_copies
+    assert verify(root).ok
+
+
+def test_qserv_match_config_names_the_flag_column(tmp_path):
+    """sph-partition-matches configs: ``part.flags`` names the flag column (default
+    partitioningFlags); a schema listing it (Qserv's) does not make it an input column."""
+    from partitioner.qserv_config import load_qserv_table
+
+    (tmp_path / "M.sql").write_text("CREATE TABLE M (a BIGINT NULL, b BIGINT NULL, ra1 DOUBLE, dec1 DOUBLE, "
+                                    "ra2 DOUBLE, dec2 DOUBLE, qflags INT NOT NULL, partitioningFlags INT);")
+    conf = {"part": {"pos1": "ra1, dec1", "pos2": "ra2, dec2", "num-stripes": 85, "num-sub-stripes": 12,
+                     "default-overlap": 0.01667},
+            "dirTable1": "A", "dirColName1": "a", "dirTable2": "B", "dirColName2": "b"}
+    (tmp_path / "M.json").write_text(json.dumps(conf))
+    t = load_qserv_table("db", "M", tmp_path / "M.sql", [tmp_path / "M.json"]).to_table()
+    assert t.flag_name == "partitioningFlags" and not t.has_column("partitioningFlags") and t.has_column("qflags")
+    conf["part"]["flags"] = "qflags"
+    (tmp_path / "M.json").write_text(json.dumps(conf))
+    t = load_qserv_table("db", "M", tmp_path / "M.sql", [tmp_path / "M.json"]).to_table()
+    assert t.flag_name == "qflags" and not t.has_column("qflags") and t.has_column("partitioningFlags")

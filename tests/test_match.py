@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from partitioner import place
 from partitioner.ingest import IngestOptions, ingest
+from partitioner.verify import verify
 from qengine.catalog import Column, Partitioning, Table
 from qengine.chunker import Chunker
 from qengine.errors import IngestError, QueryError
@@ -189,6 +190,8 @@ def test_ingest_places_each_match_with_both_director_rows_and_flags_them(store, 
     cols = {c["name"]: c for c in man.columns}
     assert cols["refId"]["match_director"] == 2 and cols["refId"]["match_table"] == "RefObj"
     assert cols["partitioningFlags"]["match_flag"] and stored(store, "Neighbours").column("qflags").null_count == 0
+    rep = verify(store)  # `qengine catalog verify` recomputes the flags from the directors' indexes
+    assert not rep.problems and any("RefMatch" in c and "partitioningFlags exact" in c for c in rep.checked)
 
 
 def test_ingest_refuses_unknown_ids_far_pairs_and_missing_directors(tmp_path, catalogue):
