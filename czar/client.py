@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
 
@@ -17,9 +18,11 @@ class Connection:
     """Queries a czar over HTTP; the same ``query``/``explain`` as a LocalCluster."""
 
     def __init__(self, url: str, timeout: float = 3600.0, token: str | None = None) -> None:
-        """``token``: a bearer token (``qengine user token NAME``) when the czar authenticates."""
+        """``token``: a bearer token (``qengine user token NAME``) when the czar authenticates
+        (default: ``$QENGINE_TOKEN``, so that ``qengine query --url`` works too)."""
         self.url = url.rstrip("/")
         self.timeout = timeout
+        token = token or os.environ.get("QENGINE_TOKEN") or None
         self._headers = {"Content-Type": "application/json"}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"

@@ -702,3 +702,15 @@ def test_qengine_czar_with_auth_in_cluster_yaml(world, tmp_path):
     recs = read_audit(tmp_path / "jobs-state" / "audit.jsonl")
     assert [(r["user"], r["frontend"], r["status"], r["rows"]) for r in recs] == [
         ("bob", "tap-sync", "COMPLETED", 3), ("alice", "mysql", "COMPLETED", n)]
+
+
+def test_qengine_query_url_takes_the_token_from_the_environment(world, qe, server, capsys, monkeypatch):
+    from qengine.cli import main
+
+    sql = "SELECT k, marker FROM secretdb.Hidden ORDER BY k"
+    monkeypatch.delenv("QENGINE_TOKEN", raising=False)
+    assert main(["query", "--url", server.url, "--format", "csv", sql]) == 1
+    assert "unknown table secretdb.Hidden" in capsys.readouterr().err
+    monkeypatch.setenv("QENGINE_TOKEN", world["tokens"]["bob"])
+    assert main(["query", "--url", server.url, "--format", "csv", sql]) == 0
+    assert capsys.readouterr().out.count("TOPSECRET") == 3
