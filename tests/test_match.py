@@ -439,3 +439,51 @@ def test_refusals_name_the_reason(cluster, sql, pattern):
     lang = "qserv" if "areaspec" in sql else "adql"
     with pytest.raises(QueryError, match=pattern):
         cluster.query(sql, lang=lang)
+
+
+# ----------------------------------------------------------------------------- the rule, pure
+def _find(sql: str, tables: dict[str, str]):
+    """match.find over ``sql`` with occurrences named by their alias -> table in ``tables``."""
+    from czar.dialects import parse
+    from czar.planner import match
+
+    roles = {"Object": ("director", "objectId"), "RefObj": ("director", "refId"), "RefMatch": ("match", None),
+             "Neighbours": ("match", None), "Source": ("child", None), "Filter": ("replicated", None)}
+    tree = parse(sql, "adql")
+    occ = [match.Occurrence(a, frozenset({a.lower()}), t, *roles[t]) for a, t in tables.items()]
+    cols = {"RefMatch": match.MatchColumns("Object", "objectId", "RefObj", "refId", "partitioningFlags"),
+            "Neighbours": match.MatchColumns("Object", "objectId", "Object", "neighbourId", "qflags")}
+
+    def owner(col):
+        return next((i for i, o in enumerate(occ) if col.table.lower() in o.qualifiers), None)
+
+    return match.find(tree, occ, owner, lambda i: cols[occ[i].table])
+
+
+def test_the_rule_finds_each_directors_key_in_on_where_and_using():
+    mj = _find("SELECT * FROM RefObj r JOIN RefMatch m ON m.refId = r.refId, Object o WHERE o.objectId = m.objectId",
+               {"r": "RefObj", "m": "RefMatch", "o": "Object"})
+    assert mj.match == 1 and mj.sides == {0: 2, 2: 1}
+    mj = _find("SELECT * FROM Object o1 JOIN Neighbours n USING (objectId) JOIN Object o2 ON o2.objectId = n.neighbourId",
+               {"o1": "Object", "n": "Neighbours", "o2": "Object"})
+    assert mj.sides == {0: 1, 2: 2}
+    assert _find("SELECT * FROM Object o JOIN Filter f ON o.objectId = f.filterId", {"o": "Object", "f": "Filter"}) is None
+    mj = _find("SELECT * FROM RefMatch m JOIN Filter f ON 1 = 1", {"m": "RefMatch", "f": "Filter"})
+    assert mj.sides == {}
+
+
+@pytest.mark.parametrize("sql,tables,pattern", [
+    ("SELECT * FROM Object o JOIN RefMatch m ON o.objectId = m.objectId JOIN Source s ON s.objectId = o.objectId",
+     {"o": "Object", "m": "RefMatch", "s": "Source"}, "Source is a child table"),
+    ("SELECT * FROM RefMatch m RIGHT JOIN RefObj r ON r.refId = m.refId", {"m": "RefMatch", "r": "RefObj"},
+     "RIGHT OUTER joins with match table RefMatch"),
+    ("SELECT * FROM Neighbours n JOIN RefObj r ON r.refId = n.neighbourId", {"n": "Neighbours", "r": "RefObj"},
+     "RefObj is not a director of match table Neighbours"),
+    ("SELECT * FROM Object o JOIN RefMatch m ON o.objectId = m.refId", {"o": "Object", "m": "RefMatch"},
+     r"add o.objectId = m.objectId"),
+    ("SELECT * FROM Object a, Object b, Object c, Neighbours n WHERE a.objectId = n.objectId",
+     {"a": "Object", "b": "Object", "c": "Object", "n": "Neighbours"}, "at most two director occurrences"),
+])
+def test_the_rule_refuses_what_is_not_chunk_local(sql, tables, pattern):
+    with pytest.raises(QueryError, match=pattern):
+        _find(sql, tables)
