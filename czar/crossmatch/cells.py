@@ -26,6 +26,7 @@ join per worker, because external rows sit where the catalogue is dense.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -39,8 +40,9 @@ ZONE = "__xm_zone"
 BINS = "__xm_n"
 WIDTH = "__xm_w"
 _ZONE_STRIDE = 1_000_000_000   # zone * stride + bin: bins per zone stay below it
+_TABLE_ZONES = 4_000_000      # up to this many zones, their binning is tabulated once per grid
 MIN_CELL = 1e-6                # degrees: keeps zone and bin counts in range
-MAX_FACTOR = 4                 # cells at most this many reaches wide: catalogues are clustered
+MAX_FACTOR = 16               # cells at most this many reaches wide (catalogues are clustered): fewer external copies
 ROWS_PER_CELL = 2.0            # target catalogue rows per cell when sizing cells by density
 
 
@@ -76,6 +78,16 @@ class Grid:
         n = np.floor(360.0 / self.ra_reach_of(zone, self.cell)).astype(np.int64)
         return np.where(n >= 3, n, 1)
 
+    def per_zone(self, zone: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(bins, RA reach of self.reach)`` of each zone in ``zone``, computed once per distinct
+        zone (trigonometry per row of a million-row upload costs seconds)."""
+        zone = np.asarray(zone, dtype=np.int64)
+        if self.zones <= _TABLE_ZONES:
+            n, m = _zone_arrays(self)
+            return n[zone], m[zone]
+        uniq, inv = np.unique(zone, return_inverse=True)
+        return self.bins_of(uniq)[inv], self.ra_reach_of(uniq, self.reach)[inv]
+
     # scalar forms, for tests and explain output
     def zone(self, dec: float) -> int:
         return int(self.zone_of(np.array([dec]))[0])
@@ -85,6 +97,12 @@ class Grid:
 
     def bins(self, zone: int) -> int:
         return int(self.bins_of(np.array([zone]))[0])
+
+
+@functools.lru_cache(maxsize=8)
+def _zone_arrays(g: Grid) -> tuple[np.ndarray, np.ndarray]:
+    z = np.arange(g.zones, dtype=np.int64)
+    return g.bins_of(z), g.ra_reach_of(z, g.reach)
 
 
 def grid_for(reach: float, density: float | None = None) -> Grid:
@@ -115,9 +133,8 @@ def expand(g: Grid, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.nda
     rows = np.concatenate([idx, idx[lo], idx[hi]])
     zones = np.concatenate([z0, z0[lo] - 1, z0[hi] + 1])
     a = _norm_ra(ra)[rows]
-    n = g.bins_of(zones)
+    n, m = g.per_zone(zones)
     w = 360.0 / n
-    m = g.ra_reach_of(zones, r)
     b = np.floor(a / w).astype(np.int64)
     f = a - b * w
     prev = (n >= 3) & (f <= m)
@@ -131,13 +148,18 @@ def expand(g: Grid, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.nda
     return rows2[order], cells[order]
 
 
+def sorted_unique(x: np.ndarray) -> np.ndarray:
+    """The distinct values of sorted ``x`` (np.unique sorts again, and costs 10x more here)."""
+    return x[np.r_[True, x[1:] != x[:-1]]] if x.size else x
+
+
 def zone_table(g: Grid, chunks: np.ndarray, cells: np.ndarray) -> pa.Table:
     """The distinct (chunkId, zone) pairs of the external copies, sorted, with the zone's bins
     and bin width: the worker keeps catalogue rows of these pairs only, binned with these numbers."""
     zones = np.asarray(cells, dtype=np.int64) // _ZONE_STRIDE
-    key = np.unique(np.asarray(chunks, dtype=np.int64) * (g.zones + 1) + zones)
+    key = sorted_unique(np.sort(np.asarray(chunks, dtype=np.int64) * (g.zones + 1) + zones))
     ch, zz = key // (g.zones + 1), key % (g.zones + 1)
-    n = g.bins_of(zz)
+    n, _ = g.per_zone(zz)
     return pa.table({"chunkId": pa.array(ch.astype(np.int32)), ZONE: pa.array(zz), BINS: pa.array(n),
                      WIDTH: pa.array(360.0 / n)})
 

@@ -2,6 +2,7 @@
 
     qengine xmatch (--root ROOT | --cluster URL) --table db.Object --radius 1arcsec
                    [--nearest] [--outer] [--ra COL] [--dec COL] [--columns a,b] [--out F] FILE
+    qengine xmatch --root ROOT --table gaia.gaia_source --against dp02.Object --radius 1arcsec [...]
 
 FILE and F are CSV/TSV, Parquet, FITS or VOTable (by extension; without --out, CSV on stdout).
 ``--root`` starts a LocalCluster over a store; ``--cluster`` sends the positions to a running
@@ -60,7 +61,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--columns", default=None, help="catalogue columns to return, comma-separated (default: all)")
     p.add_argument("--workers", type=int, default=2, help="worker processes with --root (default 2)")
     p.add_argument("--out", default=None, help="output file (.csv, .tsv, .parquet, .fits, .vot); default CSV on stdout")
-    p.add_argument("file", metavar="FILE", help="the external table (.csv, .tsv, .parquet, .fits, .vot/.xml)")
+    p.add_argument("file", metavar="FILE", nargs="?", help="the external table (.csv, .tsv, .parquet, .fits, "
+                   ".vot/.xml); or, instead, --against")
+    p.add_argument("--against", metavar="DB.TABLE", default=None,
+                   help="match the rows of this hosted director table (instead of FILE) against --table, chunk by "
+                        "chunk through --table's stored overlap (radius at most that overlap; same chunking; "
+                        "with --root)")
 
 
 _RA_NAMES = ("ra", "raj2000", "ra_icrs", "radeg", "ra_deg", "alpha")
@@ -174,10 +180,47 @@ def _tap_error(body: bytes) -> str:
     return (m.group(1) if m else body[:500]).decode(errors="replace").strip()
 
 
+def _write(result: pa.Table, out: str | None) -> None:
+    if out:
+        write_table(result, out)
+    else:
+        import pyarrow.csv as pcsv
+
+        sink = io.BytesIO()
+        pcsv.write_csv(result, sink)
+        sys.stdout.buffer.write(sink.getvalue())
+        sys.stdout.flush()
+
+
+def _against(args: argparse.Namespace, radius: float) -> pa.Table:
+    """Two hosted tables: the rows of --against matched against --table (a LocalCluster)."""
+    if args.file:
+        raise QEngineError("give either FILE or --against, not both")
+    if not args.root:
+        raise QEngineError("--against runs over a store (--root); with a running czar send the ADQL join of the "
+                           "two tables (SELECT ... FROM a JOIN b ON 1 = CONTAINS(POINT(..), CIRCLE(..)))")
+    from czar.crossmatch.hosted import crossmatch_hosted
+    from czar.local import LocalCluster
+
+    columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
+    print(f"xmatch: {args.against} against {args.table} within {radius * 3600:g} arcsec", file=sys.stderr)
+    with LocalCluster(args.root, workers=args.workers) as qe:
+        return crossmatch_hosted(qe.czar, args.against, args.table, radius, nearest=args.nearest,
+                                 outer=args.outer, columns=columns)
+
+
 def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         radius = parse_radius(args.radius)
+        if getattr(args, "against", None):
+            result = _against(args, radius)
+            _write(result, args.out)
+            print(f"xmatch: {result.num_rows} rows{' to ' + args.out if args.out else ''} in "
+                  f"{time.perf_counter() - t0:.2f} s", file=sys.stderr)
+            return 0
+        if not args.file:
+            raise QEngineError("give the table FILE to match, or --against DB.TABLE (a hosted table)")
         ext = read_table(args.file)
         ra = _column(ext, args.ra, _RA_NAMES, "RA")
         dec = _column(ext, args.dec, _DEC_NAMES, "Dec")
@@ -193,15 +236,7 @@ def run(args: argparse.Namespace) -> int:
                                     outer=args.outer, columns=columns)
         else:
             result = _via_cluster(args, ext, ra, dec, radius, columns)
-        if args.out:
-            write_table(result, args.out)
-        else:
-            import pyarrow.csv as pcsv
-
-            sink = io.BytesIO()
-            pcsv.write_csv(result, sink)
-            sys.stdout.buffer.write(sink.getvalue())
-            sys.stdout.flush()
+        _write(result, args.out)
         print(f"xmatch: {result.num_rows} rows{' to ' + args.out if args.out else ''} in "
               f"{time.perf_counter() - t0:.2f} s", file=sys.stderr)
         return 0

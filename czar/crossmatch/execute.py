@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from czar.crossmatch.algorithms import AllMatches, MatchAlgorithm, NearestMatch, grid_of
-from czar.crossmatch.cells import CELL, expand, zone_table
+from czar.crossmatch.cells import CELL, expand, sorted_unique, zone_table
 from czar.crossmatch.detect import EXT, EXT_DEC, EXT_RA, PAIRS, PID, detect
 from czar.crossmatch.job import SEP, UPLOAD, XID, ZONES, MatchJob, quote
 from czar.crossmatch.limits import check_radius, positions
@@ -47,7 +47,8 @@ def _ship(job: MatchJob, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, d
     ch = job.table.manifest.chunker
     rows, chunks = place(ra, dec, ch["num_stripes"], ch["num_sub_stripes"], job.radius)
     held = job.table.chunk_array()
-    keep = np.isin(chunks, held)  # chunks without catalogue rows cannot match
+    pos = np.minimum(np.searchsorted(held, chunks), max(held.size - 1, 0))
+    keep = held[pos] == chunks if held.size else np.zeros(chunks.size, bool)  # no catalogue rows: no match
     rows, chunks = rows[keep], chunks[keep]
     g = grid_of(job)
     crow, cell = expand(g, ra, dec)
@@ -58,7 +59,7 @@ def _ship(job: MatchJob, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, d
     rows, chunks, cell = np.repeat(rows, per), np.repeat(chunks, per), cell[pick]
     table = pa.table({"chunkId": pa.array(chunks.astype(np.int32)), XID: pa.array(rows),
                       EXT_RA: pa.array(ra[rows]), EXT_DEC: pa.array(dec[rows]), CELL: pa.array(cell)})
-    return np.unique(chunks), {UPLOAD: table, ZONES: zone_table(g, chunks, cell)}
+    return sorted_unique(chunks), {UPLOAD: table, ZONES: zone_table(g, chunks, cell)}
 
 
 def visit_runs(all_chunks: np.ndarray, rows: np.ndarray, wanted: np.ndarray, max_runs: int) -> np.ndarray:
@@ -104,7 +105,8 @@ def _run_workers(czar: Czar, sql: str, assignment: dict[str, np.ndarray], shippe
 
     shares = {a: {k: share(t, cs) for k, t in shipped.items()} for a, cs in assignment.items()}
     # a worker given only chunks without external rows (gaps filled between runs) has nothing to do
-    assignment = {a: cs for a, cs in assignment.items() if shares[a][UPLOAD].num_rows}
+    if UPLOAD in shipped:
+        assignment = {a: cs for a, cs in assignment.items() if shares[a][UPLOAD].num_rows}
 
     def run(addr: str, chunks: np.ndarray) -> None:
         lane = "interactive" if chunks.size <= INTERACTIVE_MAX_CHUNKS else "scan"
@@ -207,7 +209,10 @@ def answer_crossmatch(czar: Czar, tree, sql: str, lang: str, database: str | Non
     distance predicate), or None when ``tree`` is not one: the czar then plans it as usual."""
     found = detect(tree, czar.metadata.with_uploads(uploads), database, uploads)
     if found is None:
-        return None
+        from czar.crossmatch.hosted import answer_hosted
+
+        hosted = answer_hosted(czar, tree, database)
+        return None if hosted is None else _truncate(hosted, maxrec)
     job = found.job
     ch = job.table.manifest.chunker
     check_radius(job.radius, ch["num_stripes"], ch["num_sub_stripes"], f"{job.table.database}.{job.table.name}")
