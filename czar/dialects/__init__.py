@@ -75,6 +75,8 @@ from .adql import _pos as _meta_pos
 from .qserv import Qserv, normalize_qserv
 from .translate import to_duckdb
 
+from czar import sandbox as _sandbox  # a module, not its names: it imports this package
+
 __all__ = ["ADQL", "LANGUAGES", "Qserv", "dialect_for", "parse", "to_duckdb"]
 
 #: Accepted ``lang`` values (lower case) -> dialect class.
@@ -222,8 +224,17 @@ def _token_checks(sql: str, toks: list, adql: bool) -> None:
     if first.token_type not in (TokenType.SELECT, TokenType.WITH, TokenType.L_PAREN):
         line, col = _line_col(sql, first.start)
         raise QueryError(_REFUSED, line=line, column=col, token=first.text)
+    depth = 0
     for i, tok in enumerate(toks):
         nxt = toks[i + 1] if i + 1 < len(toks) else None
+        if tok.token_type == TokenType.L_PAREN:
+            depth += 1
+            if depth > MAX_PARENS:  # sqlglot's parser recurses ~10 frames per level
+                line, col = _line_col(sql, tok.start)
+                raise QuerySyntaxError(f"the query is nested too deeply (more than {MAX_PARENS} "
+                                       "levels of parentheses)", line=line, column=col, token="(")
+        elif tok.token_type == TokenType.R_PAREN:
+            depth -= 1
         if tok.token_type in _REFUSED_TOKENS and not (
                 tok.token_type == TokenType.INSERT and nxt is not None
                 and nxt.token_type == TokenType.L_PAREN and i > 0):  # MySQL INSERT(str, ...)
@@ -258,16 +269,29 @@ def _token_checks(sql: str, toks: list, adql: bool) -> None:
                                        token=at.text if at else None)
 
 
-def _tree_checks(tree: exp.Expression) -> None:
+def _tree_checks(tree: exp.Expression, sql: str) -> None:
     for node in tree.walk():
         if isinstance(node, _REFUSED_NODES):
             raise QueryError(_REFUSED, token=node.key.upper(), **_meta_pos(node))
         if isinstance(node, exp.Table) and isinstance(node.this, exp.Func):
-            name = node.this.name if isinstance(node.this, exp.Anonymous) else node.this.sql_name()
+            name = _sandbox.function_name(node.this, sql)
             raise QueryError(f"table functions are not allowed in FROM ({name}): query the "
                              "catalogue's tables", token=name, **_meta_pos(node))
         if isinstance(node, exp.Select) and node.args.get("into") is not None:
             raise QueryError("SELECT ... INTO is not allowed: " + _REFUSED)
+        if isinstance(node, exp.Star) and isinstance(node.parent, exp.Func) \
+                and not isinstance(node.parent, exp.Count):
+            # DuckDB would expand concat(*) to every column: only COUNT(*) means something
+            name = node.parent.name if isinstance(node.parent, exp.Anonymous) else \
+                node.parent.sql_name()
+            raise QuerySyntaxError(f"'*' is only allowed in COUNT(*), not in {name}(*)",
+                                   token="*", **_meta_pos(node.parent))
+        if isinstance(node, exp.Alias) and (isinstance(node.this, exp.Star) or (
+                isinstance(node.this, exp.Column) and isinstance(node.this.this, exp.Star))):
+            # "SELECT * x FROM t" (sqlglot reads an alias): not SQL, and it would name every column x
+            ident = node.args.get("alias")
+            raise QuerySyntaxError("'*' cannot have an alias", token=ident.name if ident else None,
+                                   **_meta_pos(ident if ident is not None else node))
         if isinstance(node, (exp.TableAlias, exp.Alias)):
             ident = node.args.get("alias") if isinstance(node, exp.Alias) else node.this
             if (isinstance(ident, exp.Identifier) and not ident.quoted
@@ -277,6 +301,40 @@ def _tree_checks(tree: exp.Expression) -> None:
         if isinstance(node, exp.In) and not node.expressions and node.args.get("query") is None \
                 and node.args.get("unnest") is None and node.args.get("field") is None:
             raise QuerySyntaxError("empty IN list", **_meta_pos(node.this))
+
+
+#: Most nested parentheses accepted (checked on the tokens, before sqlglot's recursive parser).
+MAX_PARENS = 32
+
+#: Deepest query tree accepted: the planner, the translation and sqlglot's SQL generator
+#: recurse once (or a few times) per level, and Python's stack is ~1000 frames.
+MAX_DEPTH = 150
+
+# NUL ends a C string in DuckDB and lone surrogates cannot be sent as UTF-8: refuse both here.
+_BAD_CHARACTER = re.compile("[\x00\ud800-\udfff]")
+
+
+def _check_characters(sql: str) -> None:
+    bad = _BAD_CHARACTER.search(sql)
+    if bad is not None:
+        line, col = _line_col(sql, bad.start())
+        raise QuerySyntaxError(f"invalid character U+{ord(bad.group()):04X} in the query",
+                               line=line, column=col)
+
+
+def _check_depth(tree: exp.Expression, sql: str) -> None:
+    """Refuse trees deeper than MAX_DEPTH (iteratively: a deep tree must not crash the check)."""
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            meta = getattr(node, "_meta", None) or {}
+            where = {"line": meta["line"], "column": meta["col"]} if "line" in meta else \
+                {"line": 1, "column": 1}
+            raise QuerySyntaxError(f"the query is nested too deeply (more than {MAX_DEPTH} levels "
+                                   "of expressions): use fewer levels of parentheses and "
+                                   "subqueries, and write long OR chains as IN lists", **where)
+        stack.extend((child, depth + 1) for child in node.iter_expressions())
 
 
 def _unwrap(tree: exp.Expression) -> exp.Expression:
@@ -302,6 +360,7 @@ def parse(sql: str, lang: str = "adql") -> exp.Expression:
     dialect_cls = dialect_for(lang)
     if not isinstance(sql, str):
         raise QueryError(f"the query must be a string, got {type(sql).__name__}")
+    _check_characters(sql)
     dialect = dialect_cls()
     try:
         toks = dialect.tokenize(sql)
@@ -314,7 +373,11 @@ def parse(sql: str, lang: str = "adql") -> exp.Expression:
         statements = dialect.parser().parse(toks, sql)
     except ParseError as err:
         raise _syntax_error(sql, err) from None
-    statements = [s for s in statements if s is not None]
+    except RecursionError:  # sqlglot's parser recurses once per nesting level
+        raise QuerySyntaxError("the query is nested too deeply: use fewer levels of parentheses "
+                               "and subqueries", line=1, column=1) from None
+    # a comment after the last ';' comes back as a bare Semicolon statement: nothing to run
+    statements = [s for s in statements if s is not None and not isinstance(s, exp.Semicolon)]
     if not statements:
         raise QuerySyntaxError("empty query", line=1, column=1)
     if len(statements) > 1:
@@ -331,10 +394,12 @@ def parse(sql: str, lang: str = "adql") -> exp.Expression:
                          line=line, column=col, token=after.text)
     tree = statements[0]
     _fix_positions(tree, sql)
+    _check_depth(tree, sql)
     tree = _unwrap(tree)
     if not isinstance(tree, exp.Query):
         raise QueryError(_REFUSED, token=tree.key.upper())
-    _tree_checks(tree)
+    _tree_checks(tree, sql)
+    _sandbox.check_query(tree, sql)  # the function allow-list (czar/sandbox.py)
     if dialect_cls is ADQL:
         normalize_geometry(tree)
     normalize_qserv(tree, mysql=dialect_cls is Qserv)
