@@ -471,3 +471,34 @@ def test_cli_cluster(cluster, tmp_path, capsys):
         assert "hip.Nope" in capsys.readouterr().err
     finally:
         server.shutdown()
+
+
+# ------------------------------------------------------------------------------ units and UCDs
+def _meta(t: pa.Table, name: str) -> dict:
+    return {k.decode(): v.decode() for k, v in (t.schema.field(name).metadata or {}).items()}
+
+
+def test_units_and_ucds(cluster):
+    """Result columns carry units/UCDs for the TAP encoder: catalogue columns their catalogue's,
+    uploaded ones the upload's, separations pos.angDistance in their unit."""
+    qe, tables, _ = cluster
+    obj, _ = _catalogue(tables)
+    ext = _external(obj, 3, 40, 0.01)
+    ext = ext.cast(pa.schema([f.with_metadata({"unit": "deg", "ucd": "pos.eq.ra"}) if f.name == "ra" else f
+                              for f in ext.schema]))
+    res = crossmatch(qe.czar, T, ext, 0.01, columns=["objectId", "ra"])
+    assert _meta(res, "separation_arcsec")["unit"] == "arcsec"
+    assert _meta(res, "separation_arcsec")["ucd"] == "pos.angDistance"
+    assert _meta(res, "ra") == {"unit": "deg", "ucd": "pos.eq.ra"}
+    sql = ("SELECT m.id, m.ra, o.objectId, DISTANCE(POINT('ICRS', m.ra, m.dec), POINT('ICRS', o.ra, o.decl)) * 3600 "
+           "AS sep, DISTANCE(POINT('ICRS', m.ra, m.dec), POINT('ICRS', o.ra, o.decl)) AS d FROM TAP_UPLOAD.mine AS m "
+           f"JOIN {T} AS o ON 1 = CONTAINS(POINT('ICRS', o.ra, o.decl), CIRCLE('ICRS', m.ra, m.dec, 0.01))")
+    res = qe.query(sql, uploads={"mine": ext})
+    assert res.num_rows > 0
+    assert _meta(res, "sep") == {"unit": "arcsec", "ucd": "pos.angDistance"}
+    assert _meta(res, "d") == {"unit": "deg", "ucd": "pos.angDistance"}
+    assert _meta(res, "ra") == {"unit": "deg", "ucd": "pos.eq.ra"}
+    from czar.tap.votable import to_votable
+
+    xml = to_votable(res).decode() if isinstance(to_votable(res), bytes) else str(to_votable(res))
+    assert 'name="sep"' in xml and 'ucd="pos.angDistance"' in xml and 'unit="arcsec"' in xml

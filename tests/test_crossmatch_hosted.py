@@ -196,3 +196,16 @@ def test_cli_against(hosted, tmp_path, capsys):
                         "1deg"])
     assert cli_run(bad) == 2
     assert "larger than the overlap" in capsys.readouterr().err
+
+
+def test_units_and_ucds(hosted):
+    qe = hosted[0]
+    res = qe.query(f"SELECT o.objectId, g.gmag, g.ra, scisql_angSep(o.ra, o.decl, g.ra, g.dec) * 3600 AS sep "
+                   f"FROM {DB}.Object AS o JOIN {DB}.Far AS g ON scisql_angSep(o.ra, o.decl, g.ra, g.dec) < 0.1",
+                   lang="qserv")
+    meta = {f.name: {k.decode(): v.decode() for k, v in (f.metadata or {}).items()} for f in res.schema}
+    assert meta["sep"] == {"unit": "arcsec", "ucd": "pos.angDistance"}
+    assert meta["gmag"] == {"unit": "mag", "ucd": "phot.mag;em.opt"}
+    assert meta["ra"]["ucd"] == "pos.eq.ra;meta.main"
+    api = crossmatch_hosted(qe.czar, f"{DB}.Object", f"{DB}.Far", 0.1, columns=["gmag"])
+    assert api.schema.field("separation_arcsec").metadata[b"ucd"] == b"pos.angDistance"

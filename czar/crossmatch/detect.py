@@ -19,7 +19,7 @@ rows (``__xm_pairs``), joined on the external row's index.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlglot import exp
 
@@ -48,6 +48,8 @@ class Detected:
     ext_dec: str
     outer: bool                 # LEFT JOIN: external rows without a match kept
     local: exp.Select           # the user's query over EXT and PAIRS
+    ext_quals: set[str] = field(default_factory=set)   # names qualifying the upload's columns
+    cat_quals: set[str] = field(default_factory=set)   # and the catalogue's
 
 
 @dataclass
@@ -200,7 +202,7 @@ def detect(tree: exp.Expression, metadata: Metadata, database: str | None,
     if not star and m.id_column and m.id_column not in job.columns:
         job.columns.append(m.id_column)  # the tie-break of nearest matches
     return Detected(job=job, upload=up_key, ext_ra=e_ra_name, ext_dec=e_dec_name, outer=outer,
-                    local=_local_tree(tree, ext, cat, join, star))
+                    local=_local_tree(tree, ext, cat, join, star), ext_quals=ext.qualifiers, cat_quals=cat.qualifiers)
 
 
 def _local_tree(tree: exp.Select, ext: _Side, cat: _Side, join: exp.Join, star: bool) -> exp.Select:

@@ -24,6 +24,13 @@ from czar.crossmatch.detect import EXT, EXT_DEC, EXT_RA, PAIRS, PID, detect
 from czar.crossmatch.job import SEP, UPLOAD, XID, ZONES, MatchJob, quote
 from czar.crossmatch.limits import check_radius, positions
 from czar.crossmatch.placement import place
+from czar.crossmatch.units import (
+    SEPARATION_META,
+    annotate,
+    column_meta,
+    field_meta,
+    select_meta,
+)
 from czar.dialects import to_duckdb
 from qengine.errors import QEngineError, QueryError
 from qengine.workerclient import WorkerError
@@ -223,7 +230,28 @@ def answer_crossmatch(czar: Czar, tree, sql: str, lang: str, database: str | Non
     local_sql = to_duckdb(found.local)
     log.debug("crossmatch final step: %s", local_sql)
     result = czar._run_local(local_sql, {EXT: _with_xid(ext), PAIRS: pairs})
-    return _truncate(result, maxrec)
+    return _truncate(annotate(result, _sql_meta(found, ext.schema)), maxrec)
+
+
+def _sql_meta(found, schema: pa.Schema) -> dict[str, dict[str, str]]:
+    """Units/UCDs of the columns a crossmatch query selects (catalogue, upload, separations)."""
+    info = found.job.table
+
+    def column(col) -> dict[str, str]:
+        q = (col.table or "").lower()
+        if q in found.cat_quals or (not q and info.column(col.name) is not None):
+            return column_meta(info, col.name)
+        return field_meta(schema, col.name) if not q or q in found.ext_quals else {}
+
+    def star(q: str | None) -> dict[str, dict[str, str]]:
+        out = {}
+        if q is None or q.lower() in found.ext_quals:
+            out.update({n: field_meta(schema, n) for n in schema.names})
+        if q is None or q.lower() in found.cat_quals:
+            out.update({n: column_meta(info, n) for n in info.column_names()})
+        return {k: v for k, v in out.items() if v}
+
+    return select_meta(found.local, column, star)
 
 
 def crossmatch(czar: Czar, table: str, external: pa.Table, radius: float, *, ra: str = "ra", dec: str = "dec",
@@ -262,6 +290,10 @@ def crossmatch(czar: Czar, table: str, external: pa.Table, radius: float, *, ra:
     order = f"e.{XID}, p.{SEP}" + (f", p.{quote(m.id_column)}" if m.id_column else "")
     sql = (f"SELECT e.* EXCLUDE ({XID}), {', '.join(out_cols + [f'p.{SEP} * 3600.0 AS {SEPARATION}'])} "
            f"FROM {EXT} AS e {'LEFT ' if outer else ''}JOIN {PAIRS} AS p ON e.{XID} = p.{PID} ORDER BY {order}")
-    return czar._run_local(sql, {EXT: _with_xid(external), PAIRS: pairs})
+    result = czar._run_local(sql, {EXT: _with_xid(external), PAIRS: pairs})
+    meta = {n: field_meta(external.schema, n) for n in external.column_names}
+    meta.update({(c + "_" + info.name if c.lower() in ext_names else c): column_meta(info, c) for c in cols})
+    meta[SEPARATION] = SEPARATION_META
+    return annotate(result, {k: v for k, v in meta.items() if v})
 
 

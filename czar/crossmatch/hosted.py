@@ -27,6 +27,7 @@ import pyarrow as pa
 from sqlglot import exp
 
 from czar.crossmatch.job import SEP, quote
+from czar.crossmatch.units import SEPARATION_META, annotate, column_meta, select_meta
 from czar.dialects import to_duckdb
 from czar.metadata import UPLOAD_DB, Metadata, TableInfo
 from czar.planner import neighbour
@@ -162,6 +163,8 @@ def _owner(col: exp.Column, refs: list[_Ref]) -> _Ref | None:
 class HostedDetected:
     job: HostedJob
     local: exp.Select
+    near_quals: set[str] = field(default_factory=set)
+    far_quals: set[str] = field(default_factory=set)
 
 
 def detect_hosted(tree: exp.Expression, metadata: Metadata, database: str | None) -> HostedDetected | None:
@@ -239,7 +242,8 @@ def detect_hosted(tree: exp.Expression, metadata: Metadata, database: str | None
     job = HostedJob(near=near.info, far=far.info, radius=float(radius), near_cols=cols(near),
                     far_cols=cols(far), outer=outer)
     check_pair(job.near, job.far, job.radius)
-    return HostedDetected(job=job, local=_local_tree(tree, near, far, join))
+    return HostedDetected(job=job, local=_local_tree(tree, near, far, join), near_quals=near.quals,
+                          far_quals=far.quals)
 
 
 def _local_tree(tree: exp.Select, near: _Ref, far: _Ref, join: exp.Join) -> exp.Select:
@@ -278,7 +282,27 @@ def answer_hosted(czar: Czar, tree, database: str | None) -> pa.Table | None:
         return None
     pairs = hosted_pairs(czar, found.job)
     near, far = _split(pairs, found.job)
-    return czar._run_local(to_duckdb(found.local), {NEAR: near, FAR: far})
+    result = czar._run_local(to_duckdb(found.local), {NEAR: near, FAR: far})
+    return annotate(result, _sql_meta(found))
+
+
+def _sql_meta(found: HostedDetected) -> dict[str, dict[str, str]]:
+    """Units/UCDs of the columns the query selects (either table's, separations)."""
+    refs = [(found.job.near, found.near_quals), (found.job.far, found.far_quals)]
+
+    def column(col) -> dict[str, str]:
+        q = (col.table or "").lower()
+        owners = [i for i, quals in refs if (q in quals if q else i.column(col.name) is not None)]
+        return column_meta(owners[0], col.name) if len(owners) == 1 else {}
+
+    def star(q: str | None) -> dict[str, dict[str, str]]:
+        out = {}
+        for info, quals in reversed(refs):
+            if q is None or q.lower() in quals:
+                out.update({n: column_meta(info, n) for n in info.column_names()})
+        return {k: v for k, v in out.items() if v}
+
+    return select_meta(found.local, column, star)
 
 
 def crossmatch_hosted(czar: Czar, near: str, far: str, radius: float, *, nearest: bool = False,
@@ -315,4 +339,8 @@ def crossmatch_hosted(czar: Czar, near: str, far: str, radius: float, *, nearest
     pairs = f"(SELECT * FROM {FAR} AS p WHERE p.{SEP} IS NOT NULL{pick})"
     sql = (f"SELECT e.*, {', '.join(out + [f'p.{SEP} * 3600.0 AS {SEPARATION}'])} FROM {NEAR} AS e "
            f"{'LEFT ' if outer else ''}JOIN {pairs} AS p ON p.{NID} = e.{nid} ORDER BY e.{nid}, p.{SEP}, p.{fid}")
-    return czar._run_local(sql, {NEAR: near_rows, FAR: far_rows})
+    result = czar._run_local(sql, {NEAR: near_rows, FAR: far_rows})
+    meta = {c: column_meta(n, c) for c in job.near_cols}
+    meta.update({(c + "_" + f.name if c.lower() in clash else c): column_meta(f, c) for c in fcols})
+    meta[SEPARATION] = SEPARATION_META
+    return annotate(result, {k: v for k, v in meta.items() if v})
