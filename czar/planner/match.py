@@ -20,8 +20,8 @@ Pure: sqlglot trees in, trees and findings out.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 from sqlglot import exp
 
