@@ -134,6 +134,44 @@ def test_nearest_equals_astropy(cluster, seed, log_r, outer):
     assert res.num_rows == (ext.num_rows if outer else len(want))
 
 
+def test_nearest_worker_side_pick(cluster, monkeypatch):
+    """Nearest matches picked in the workers (dense catalogues, wide radii) equal those picked in
+    the czar from every pair (the default when about one pair per row is expected)."""
+    from czar.crossmatch import algorithms
+
+    qe, tables, _ = cluster
+    obj, _ = _catalogue(tables)
+    ext = _external(obj, 7, 300, 0.3)
+    czar_side = crossmatch(qe.czar, T, ext, 0.3, nearest=True, columns=["objectId"])
+    monkeypatch.setattr(algorithms, "FEW_PAIRS", -1.0)
+    worker_side = crossmatch(qe.czar, T, ext, 0.3, nearest=True, columns=["objectId"])
+    assert czar_side.num_rows > 50
+    assert worker_side.equals(czar_side)
+
+
+def test_parallel_placement_equals_serial(cluster, monkeypatch):
+    """Large uploads are placed in two threads: the shipped rows equal one thread's, row for row
+    within each chunk."""
+    from czar.crossmatch import execute
+    from czar.crossmatch.detect import EXT_DEC, EXT_RA
+    from czar.crossmatch.job import MatchJob
+
+    qe, tables, _ = cluster
+    obj, _ = _catalogue(tables)
+    ext = _external(obj, 9, 2000, 0.2)
+    job = MatchJob(table=qe.czar.metadata.resolve(DB, "Object", None), radius=0.2, ext_ra=EXT_RA, ext_dec=EXT_DEC)
+    ra, dec = ext["ra"].to_numpy(), ext["dec"].to_numpy()
+    chunks1, ship1 = execute._ship(job, ra, dec)
+    monkeypatch.setattr(execute, "PARALLEL_ROWS", 10)
+    chunks2, ship2 = execute._ship(job, ra, dec)
+    assert np.array_equal(chunks1, chunks2) and ship1.keys() == ship2.keys()
+    for k in ship1:
+        a = ship1[k].sort_by([(n, "ascending") for n in ship1[k].column_names])
+        b = ship2[k].sort_by([(n, "ascending") for n in ship2[k].column_names])
+        assert a.equals(b), k
+        assert np.all(np.diff(ship2[k]["chunkId"].to_numpy()) >= 0)
+
+
 @pytest.mark.parametrize("gap_rows", [0, 10**12])
 def test_poles_and_ra_wrap(cluster, monkeypatch, gap_rows):
     """Pairs across RA 0/360 and over the poles, at the largest radius the chunking allows (with

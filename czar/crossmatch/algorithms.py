@@ -25,6 +25,7 @@ __all__ = ["ALGORITHMS", "AllMatches", "MatchAlgorithm", "NearestMatch", "catalo
 
 RunLocal = Callable[[str, dict[str, pa.Table]], pa.Table]
 _SKY_DEG2 = 4 * math.pi * (180 / math.pi) ** 2
+FEW_PAIRS = 2.0   # expected matches per external row (densest chunks) up to which workers send all pairs
 
 
 def catalogue_density(job: MatchJob) -> float:
@@ -90,8 +91,13 @@ class NearestMatch(AllMatches):
         return key
 
     def worker_sql(self, job: MatchJob) -> str:
+        pairs = super().worker_sql(job)
+        if catalogue_density(job) * math.pi * job.radius ** 2 <= FEW_PAIRS:
+            # about one candidate per external row: the workers send every pair and the czar
+            # picks (a window in each worker cost more than the few extra rows it saves)
+            return pairs
         # best per external row among this worker's chunks; the czar picks among workers
-        return (f"SELECT * FROM ({super().worker_sql(job)}) AS __xm_p "
+        return (f"SELECT * FROM ({pairs}) AS __xm_p "
                 f"QUALIFY row_number() OVER (PARTITION BY {XID} ORDER BY {self._order(job)}) = 1")
 
     def combine(self, parts: pa.Table, job: MatchJob, run_local: RunLocal) -> pa.Table:

@@ -20,9 +20,10 @@ copied across it and the reach carries a margin. The two sides meet in a hash eq
 
 Cells larger than the radius are cheaper when the catalogue is sparse (fewer external copies,
 still few candidates per cell): :func:`grid_for` sizes them from the catalogue's density in its
-densest chunks, up to 4 reaches. Measured on 1M external rows drawn from the 10M-row LSST-like
+densest chunks, up to 16 reaches. Measured on 1M external rows drawn from the 10M-row LSST-like
 catalogue at 1": cells sized by the mean density (0.09 deg) gave 180M candidate pairs and a 7 s
-join per worker, because external rows sit where the catalogue is dense.
+join per worker, because external rows sit where the catalogue is dense; 16" cells (16 reaches)
+need 1.27 copies per external row against 2.25 with 4", for a few candidates per cell.
 """
 from __future__ import annotations
 
