@@ -620,6 +620,9 @@ def breakdown(d: Data) -> tuple[str, dict]:
     def cursor_cycle() -> None:
         ex._lanes["interactive"].cursor().close()
 
+    from worker import verdicts
+    from worker.sandbox import check_worker_sql
+
     lane = ex._lanes["scan"]
     files = ", ".join(f"'{f}'" for f in d.files)
     point = lane.sql(bound_one.replace("objectId = 1", f"chunkId = {one[0]}") + " LIMIT 1").to_arrow_table()
@@ -630,11 +633,9 @@ def breakdown(d: Data) -> tuple[str, dict]:
         ("`bind_sql`, 1 chunk", med_of(lambda: bind_sql(inv, sql, one), 200)),
         (f"`bind_sql`, all {len(d.chunks):,} chunks", med_of(lambda: bind_sql(inv, sql, d.chunks), 20)),
         (f"`bind_sql`, every other chunk ({len(scattered):,})", med_of(lambda: bind_sql(inv, sql, scattered), 20)),
-        ("`Executor._check_sql` (`extract_statements`), 1-chunk SQL", med_of(lambda: ex._check_sql(lane, bound_one), 200)),
-        (f"`Executor._check_sql`, all-chunks SQL ({len(bound_all):,} characters)",
-         med_of(lambda: ex._check_sql(lane, bound_all), 10)),
-        (f"`Executor._check_sql`, every-other-chunk SQL ({len(bound_sc):,} characters)",
-         med_of(lambda: ex._check_sql(lane, bound_sc), 10)),
+        ("sandbox check of the SQL as sent (`check_worker_sql`: DuckDB's parser)",
+         med_of(lambda: check_worker_sql(sql), 50)),
+        ("sandbox check, a shape that passed before (`verdicts.check`)", med_of(lambda: verdicts.check(sql), 200)),
         ("`con.sql(...)` (parse + bind, no execution), all-chunks SQL", med_of(lambda: lane.sql(bound_all), 10)),
         ("`con.sql(...)`, every-other-chunk SQL", med_of(lambda: lane.sql(bound_sc), 10)),
         ("lane `cursor()` + `close()`", med_of(cursor_cycle, 200)),

@@ -23,6 +23,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from worker import verdicts
 from worker.inventory import Inventory, bind_sql
 from qengine.sqlfuncs import register
 
@@ -61,9 +62,6 @@ class QueryRequest:
     batch_rows: int = 8_192  # ~4 MiB messages for wide tables: gRPC serialisation cost grows with size
     timeout_seconds: float = 0.0
     lane: str = "scan"
-
-
-_ALLOWED_STATEMENTS = {"SELECT"}
 
 
 def _classify(exc: Exception) -> QueryError:
@@ -138,23 +136,14 @@ class Executor:
         con.interrupt()
         return True
 
-    @staticmethod
-    def _check_sql(con: duckdb.DuckDBPyConnection, sql: str) -> None:
-        try:
-            statements = con.extract_statements(sql)
-        except duckdb.Error as exc:
-            raise QueryError("INVALID_ARGUMENT", str(exc)) from None
-        if len(statements) != 1:
-            raise QueryError("INVALID_ARGUMENT", f"expected exactly one SELECT statement, got {len(statements)}")
-        kind = statements[0].type.name
-        if kind not in _ALLOWED_STATEMENTS:
-            raise QueryError("PERMISSION_DENIED", f"only SELECT is allowed on a worker, not {kind}")
-
     def execute(self, req: QueryRequest, stats: QueryStats) -> Iterator[pa.RecordBatch]:
         """Yield result batches; raise QueryError on failure, cancel, timeout or oversize."""
         t0 = time.perf_counter()
         if req.lane not in self._lanes:
             raise QueryError("INVALID_ARGUMENT", f"unknown lane {req.lane!r}; use one of {', '.join(LANES)}")
+        # The worker's own sandbox (worker.sandbox.check_worker_sql, remembered per query shape by
+        # worker/verdicts.py), on the SQL as sent: placeholders not yet expanded.
+        verdicts.check(req.sql)
         chunks = req.chunk_ids
         if chunks is not None:
             held = self.inventory.held_chunk_array()
@@ -188,7 +177,6 @@ class Executor:
             self._running[req.query_id] = con
         timer = None
         try:
-            self._check_sql(con, binding.sql)
             for name, table in binding.registrations.items():
                 con.register(name, table)
             if req.timeout_seconds > 0:
