@@ -156,6 +156,8 @@ GRANTED_QUERIES = [
     "WHERE mag < 16)",
     "SELECT o1.objectId, o2.objectId AS other FROM secretdb.Object AS o1, secretdb.Object AS o2 WHERE "
     "DISTANCE(POINT('ICRS', o1.ra, o1.decl), POINT('ICRS', o2.ra, o2.decl)) < 0.2 AND o1.objectId <> o2.objectId",
+    "SELECT a.objectId, b.objectId AS other FROM testdb.Object AS a JOIN secretdb.Object AS b ON "
+    "DISTANCE(POINT('ICRS', a.ra, a.decl), POINT('ICRS', b.ra, b.decl)) < 0.01",
 ]
 
 
@@ -180,6 +182,8 @@ FORBIDDEN_FOR_CAROL = [
     "SELECT * FROM (SELECT k FROM secretdb.Hidden) AS sub",
     "SELECT o1.objectId FROM secretdb.Object AS o1, secretdb.Object AS o2 WHERE "
     "DISTANCE(POINT('ICRS', o1.ra, o1.decl), POINT('ICRS', o2.ra, o2.decl)) < 0.01",
+    "SELECT a.objectId, b.objectId AS other FROM testdb.Object AS a JOIN secretdb.Object AS b ON "
+    "DISTANCE(POINT('ICRS', a.ra, a.decl), POINT('ICRS', b.ra, b.decl)) < 0.01",
 ]
 
 
