@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import urllib.error
 import urllib.request
@@ -37,21 +38,27 @@ def _worker_report(address: str, secret: str | None, timeout: float) -> dict:
                 "uptime_seconds": round(h.uptime_seconds, 1), "worker_id": inv.worker_id, "tables": tables}
 
 
-def _czar_queries(base: str, timeout: float) -> dict:
+def _get(url: str, token: str | None, timeout: float):
+    """GET ``url``, with the bearer token when there is one (a czar with ``auth`` wants it)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+
+
+def _czar_queries(base: str, timeout: float, token: str | None = None) -> dict:
     """What the czar says is running (empty when it does not answer)."""
     out: dict = {"url": base, "reachable": False}
     try:
-        with urllib.request.urlopen(f"{base}/api/v1/health", timeout=timeout) as r:
+        with _get(f"{base}/api/v1/health", token, timeout) as r:
             out["reachable"] = r.status == 200
     except (urllib.error.URLError, OSError, ValueError):
         return out
     try:
-        with urllib.request.urlopen(f"{base}/api/v1/status", timeout=timeout) as r:
+        with _get(f"{base}/api/v1/status", token, timeout) as r:
             out["status"] = json.loads(r.read())
     except (urllib.error.URLError, OSError, ValueError):
         pass  # not served by this czar
     try:
-        with urllib.request.urlopen(f"{base}/tap/async?PHASE=EXECUTING&PHASE=QUEUED", timeout=timeout) as r:
+        with _get(f"{base}/tap/async?PHASE=EXECUTING&PHASE=QUEUED", token, timeout) as r:
             body = r.read().decode()
         out["tap_jobs"] = re.findall(r'<uws:jobref id="([^"]+)"[^>]*>\s*<uws:phase>([A-Z]+)</uws:phase>', body)
     except (urllib.error.URLError, OSError, ValueError):
@@ -59,8 +66,10 @@ def _czar_queries(base: str, timeout: float) -> dict:
     return out
 
 
-def cluster_status(cfg: dict, timeout: float = 2.0, czar_url: str | None = None) -> dict:
-    """Workers, per-table replica counts and running queries for a loaded cluster config."""
+def cluster_status(cfg: dict, timeout: float = 2.0, czar_url: str | None = None,
+                   token: str | None = None) -> dict:
+    """Workers, per-table replica counts and running queries for a loaded cluster config
+    (``token``: the bearer token for a czar with authentication)."""
     addrs = [w if isinstance(w, str) else w["address"] for w in cfg["workers"]]
     with ThreadPoolExecutor(max_workers=min(16, len(addrs))) as pool:
         workers = list(pool.map(lambda a: _worker_report(a, cfg.get("secret"), timeout), addrs))
@@ -87,7 +96,7 @@ def cluster_status(cfg: dict, timeout: float = 2.0, czar_url: str | None = None)
     host = http.get("host", "127.0.0.1")
     host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # a listen-everywhere address
     base = (czar_url or f"http://{host}:{http.get('port', 8080)}").rstrip("/")
-    return {"workers": workers, "tables": tables, "czar": _czar_queries(base, timeout)}
+    return {"workers": workers, "tables": tables, "czar": _czar_queries(base, timeout, token)}
 
 
 def format_status(st: dict) -> str:
@@ -129,13 +138,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each worker (default 2)")
     p.add_argument("--url", help="the czar's HTTP address (default: from the config's http host and port)")
     p.add_argument("--json", action="store_true", help="print the status as JSON")
+    p.add_argument("--token", default=os.environ.get("QENGINE_TOKEN"),
+                   help="bearer token for a czar with authentication (default: $QENGINE_TOKEN)")
     p.epilog = "exit status: 0 all workers up, 1 a worker down, 2 a chunk has no live replica"
 
 
 def run(args: argparse.Namespace) -> int:
     from czar.server import load_cluster_config
 
-    st = cluster_status(load_cluster_config(args.config), args.timeout, args.url)
+    st = cluster_status(load_cluster_config(args.config), args.timeout, args.url, args.token)
     if args.json:
         for w in st["workers"]:  # chunk lists are long: counts only
             for t in w.get("tables", {}).values():

@@ -408,3 +408,41 @@ def test_status_cli(healthy, tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("\tup\t") == 2 and f"{qe.workers[0].address}\tDOWN" in out
     assert "replicas 1..2" in out
+
+
+def test_status_sends_the_bearer_token_to_the_czar():
+    """`qengine status --token` (or $QENGINE_TOKEN) reaches a czar that requires authentication."""
+    import http.server
+    import threading
+
+    from czar.status_cli import _czar_queries
+
+    seen: list[str | None] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            seen.append(self.headers.get("Authorization"))
+            body = b"{}" if self.path.startswith("/api/") else b"<uws:jobs></uws:jobs>"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        out = _czar_queries(base, 5.0, "tok-123")
+        assert out["reachable"] and out["status"] == {}
+        assert seen == ["Bearer tok-123"] * 3
+        seen.clear()
+        _czar_queries(base, 5.0)
+        assert seen == [None] * 3
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
