@@ -48,6 +48,9 @@ class Plan:
     merge_rename: dict[str, str] | None = None  # the merge only renames (and slices): see SplitPlan
     merge_limit: int | None = None
     merge_offset: int = 0
+    # Directors also read from their overlap files (a match join's far director, a near-neighbour
+    # join's o2): a worker must hold those files for the chunks it is given, too.
+    overlap_tables: list[TableInfo] = field(default_factory=list)
 
     def placeholder(self) -> str:
         return "{{" + f"{self.table.database}.{self.table.name}" + "}}" if self.table else ""
@@ -497,4 +500,5 @@ def plan_query(sql: str, metadata: Metadata, *, lang: str = "adql", database: st
                 id_restriction=idr, index_table=index_table, count_from_stats=count, count_name=count_name,
                 column_meta=meta, tables=[r.info for r in parts], merge_rename=sp.rename,
                 merge_limit=sp.limit, merge_offset=sp.offset,
-                table_placeholders=table_placeholders)
+                table_placeholders=table_placeholders,
+                overlap_tables=[r.info for r in mp.overlap] if mp else [refs[nn.far].info] if nn else [])
