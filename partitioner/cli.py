@@ -11,7 +11,8 @@ from qengine.errors import IngestError
 def add_ingest_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_argument_group("table definition (a qengine catalogue, or Qserv's schema + partition configs)")
     src.add_argument("--catalog", help="catalogue name (lsst_dr, sdss, ...) or YAML definition file")
-    src.add_argument("--table", required=True, help="table to ingest into")
+    src.add_argument("--table", required=True,
+                     help="table to ingest into (a child or match table: ingest its director(s) first)")
     src.add_argument("--database", help="database name (default: the catalogue's)")
     src.add_argument("--schema", type=Path, help="Qserv: MySQL CREATE TABLE file for the table")
     src.add_argument("--partition", type=Path, action="append", default=[],
