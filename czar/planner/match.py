@@ -126,10 +126,10 @@ def find(select: exp.Select, refs: list[Occurrence], owner: Callable[[exp.Column
     for i, r in enumerate(refs):
         if r.role == "child":
             raise QueryError(f"{r.table} is a child table: a match table ({refs[m].table}) can be joined only "
-                             f"with its directors ({mc.dir1}, {mc.dir2}) and replicated tables")
+                             f"with its directors ({mc.dir1}, {mc.dir2}) and replicated tables", token=r.table)
         if r.role == "director" and r.table.lower() not in (mc.dir1.lower(), mc.dir2.lower()):
             raise QueryError(f"{r.table} is not a director of match table {refs[m].table} (it relates "
-                             f"{mc.dir1} through {mc.key1} and {mc.dir2} through {mc.key2})")
+                             f"{mc.dir1} through {mc.key1} and {mc.dir2} through {mc.key2})", token=r.table)
     directors = [i for i, r in enumerate(refs) if r.role == "director"]
     if len(directors) > 2:
         raise QueryError(f"a query through match table {refs[m].table} may join at most two director "
@@ -146,7 +146,7 @@ def find(select: exp.Select, refs: list[Occurrence], owner: Callable[[exp.Column
                                if mc.director(s).lower() == r.table.lower())
             raise QueryError(f"join {r.alias} to match table {refs[m].table} on its key: add "
                              f"{r.alias}.{r.id_column} = {keys} (rows of a match table and its directors "
-                             "meet in one chunk only through those keys)")
+                             "meet in one chunk only through those keys)", token=r.table)
     return mj
 
 
