@@ -26,11 +26,10 @@ import re
 
 from sqlglot import exp
 
-from qengine.errors import QueryError
-
 from czar.dialects.adql import GEOMETRY_FUNCTIONS
 from czar.dialects.qserv import AREASPEC_FUNCTIONS
 from czar.dialects.translate import SCISQL_FUNCTIONS
+from qengine.errors import QueryError
 
 __all__ = ["ALLOWED_CLASSES", "ALLOWED_NAMES", "check_query"]
 

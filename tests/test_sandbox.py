@@ -11,7 +11,7 @@ import pymysql
 import pytest
 
 import worker.executor
-from czar.dialects import parse
+from czar.dialects import parse, to_duckdb
 from czar.local import LocalCluster
 from czar.metadata import Metadata
 from czar.mysql import start_mysql_server
@@ -20,7 +20,7 @@ from czar.sandbox import _ALLOWED_CLASS_NAMES, ALLOWED_CLASSES, check_query
 from czar.server import make_http_server
 from qengine.errors import QueryError
 from qengine.workerclient import WorkerError
-from tests.helpers import DB, build_store
+from tests.helpers import DB, build_store, oracle_connection
 from worker.sandbox import check_worker_sql
 
 OBJ = f"{DB}.Object"
@@ -307,3 +307,32 @@ def test_worker_refuses_direct_hostile_sql(store, cluster, sql, code, text):
         client.query(sql.replace("{root}", str(root)))
     assert err.value.code == code and text.lower() in str(err.value).lower(), str(err.value)
     assert client.query("SELECT COUNT(*) AS n FROM {{testdb.Object}}").column("n")[0].as_py() == cluster.n_objects
+
+
+@pytest.mark.parametrize("sql", ["SELECT getenv('HOME')", "SELECT current_setting('threads')",
+                                 "SELECT * FROM read_csv('/etc/passwd')", "SELECT * FROM '/etc/passwd'"])
+def test_mysql_queries_without_a_catalogue_table_are_refused_too(mysql_port, sql):
+    # queries reading no catalogue table are answered by the front end itself, not the czar
+    port, _ = mysql_port
+    con = pymysql.connect(host="127.0.0.1", port=port, user="astro", password="", database=DB,
+                          connect_timeout=30)
+    try:
+        with con.cursor() as cur:
+            with pytest.raises(pymysql.MySQLError) as err:
+                cur.execute(sql)
+            assert str(err.value).strip() and "/root" not in str(err.value) and "root:" not in str(err.value)
+            cur.execute("SELECT 1")
+            assert cur.fetchone()[0] == 1
+    finally:
+        con.close()
+
+
+def test_deep_but_accepted_queries_run_and_agree_with_the_oracle(store, cluster):
+    # 140 ORs: under the depth limit, so the planner, translation and workers must cope
+    _, tables = store
+    ids = [int(i) for i in tables["Object"].column("objectId").to_numpy()[:140]]
+    where = " OR ".join(f"objectId = {i}" for i in ids)
+    sql = f"SELECT COUNT(*) AS n FROM {OBJ} WHERE {where}"
+    con = oracle_connection(tables)
+    want = con.sql(to_duckdb(parse(sql, "adql"))).fetchall()[0][0]
+    assert cluster.query(sql).column("n")[0].as_py() == want == len(set(ids))

@@ -12,7 +12,12 @@ API
     query: "only SELECT queries are allowed" (INSERT, UPDATE, DELETE, CREATE, DROP,
     SET, ATTACH, COPY, PRAGMA, ... and data-modifying parts inside a query, SELECT ...
     INTO), "only one statement is allowed", table functions in FROM (``read_csv(...)``:
-    only catalogue tables can be queried), an empty query, an unknown language.
+    only catalogue tables can be queried), an empty query, an unknown language; and
+    (czar/sandbox.py) any function outside the allow-list, a file or URL as a table,
+    session variables and parameters. Hostile input is refused before it can crash or
+    stall the parser: NUL and lone surrogate characters, more than :data:`MAX_PARENS`
+    nested parentheses, trees deeper than :data:`MAX_DEPTH`, ``*`` with an alias or as
+    an argument (other than ``COUNT(*)``).
 ``to_duckdb(expr) -> str``
     DuckDB SQL for a tree produced by :func:`parse` (after the planner has rewritten
     it); see :mod:`czar.dialects.translate` for what is translated and what is refused.
@@ -68,14 +73,13 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import TokenType
 
+from czar import sandbox as _sandbox  # a module, not its names: it imports this package
 from qengine.errors import QueryError, QuerySyntaxError
 
 from .adql import ADQL, normalize_geometry
 from .adql import _pos as _meta_pos
 from .qserv import Qserv, normalize_qserv
 from .translate import to_duckdb
-
-from czar import sandbox as _sandbox  # a module, not its names: it imports this package
 
 __all__ = ["ADQL", "LANGUAGES", "Qserv", "dialect_for", "parse", "to_duckdb"]
 
