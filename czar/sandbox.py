@@ -90,7 +90,12 @@ _HINT = ("only ADQL/SQL scalar, aggregate and window functions and the ADQL geom
 
 
 def _position(node: exp.Expression) -> dict:
-    """line/column of ``node``, else of its nearest ancestor that has one."""
+    """line/column of ``node``, else of its first positioned operand (an operator such as
+    ``->>`` has no token of its own in the tree), else of its nearest positioned ancestor."""
+    for candidate in node.walk():
+        meta = getattr(candidate, "_meta", None)
+        if meta and "line" in meta:
+            return {"line": meta["line"], "column": meta["col"]}
     while node is not None:
         meta = getattr(node, "_meta", None)
         if meta and "line" in meta:
