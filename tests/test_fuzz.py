@@ -131,3 +131,13 @@ def test_known_bug_merge_errors_are_user_errors(cluster):
     summary = Summary()
     run_query_case(cluster.czar, sql, "qserv", summary)
     assert not summary.known and not summary.failures
+
+
+@pytest.mark.xfail(strict=True, reason="known bug, fix pending in czar/tap/uws.py _set_duration: "
+                   "EXECUTIONDURATION=inf gives HTTP 500 (benchmarks/fuzz.py KNOWN_HTTP)")
+def test_known_bug_infinite_execution_duration_is_a_400(cluster, tmp_path):
+    app = make_app(cluster.czar, tmp_path / "jobs", reap_interval=1.0, limits=LIMITS)
+    with TestClient(app, raise_server_exceptions=False, follow_redirects=False) as client:
+        r = client.post("/tap/async", data={"REQUEST": "doQuery", "LANG": "ADQL", "QUERY": GOOD,
+                                            "EXECUTIONDURATION": "inf"})
+    assert r.status_code == 400 and "EXECUTIONDURATION" in r.text
