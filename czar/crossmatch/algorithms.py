@@ -103,8 +103,14 @@ class NearestMatch(AllMatches):
     def combine(self, parts: pa.Table, job: MatchJob, run_local: RunLocal) -> pa.Table:
         if parts.num_rows == 0:
             return parts
-        return run_local(f"SELECT * FROM __xm_parts QUALIFY row_number() OVER "
-                         f"(PARTITION BY {XID} ORDER BY {self._order(job)}) = 1", {"__xm_parts": parts})
+        # the first row per external row by (separation, id): a sort in numpy (a window over
+        # 700k pairs in DuckDB took about a second)
+        keys = [parts.column(SEP).to_numpy(), parts.column(XID).to_numpy()]
+        if job.cat_id and job.cat_id in job.columns:
+            keys.insert(0, parts.column(job.cat_id).to_numpy(zero_copy_only=False))
+        order = np.lexsort(keys)
+        x = keys[-1][order]
+        return parts.take(pa.array(order[np.r_[True, x[1:] != x[:-1]]]))
 
 
 ALGORITHMS: dict[str, type[MatchAlgorithm]] = {a.name: a for a in (AllMatches, NearestMatch)}

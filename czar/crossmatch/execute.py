@@ -206,7 +206,7 @@ def match_pairs(czar: Czar, job: MatchJob, ra: np.ndarray, dec: np.ndarray,
     all_chunks = job.table.chunk_array()
     runs = RUNS_PER_WORKER * max(1, len(czar.live_workers()))
     visit = visit_runs(all_chunks, job.table.chunk_row_weights(all_chunks), chunks, runs)
-    assignment = czar._assign(SimpleNamespace(table=job.table, tables=[job.table]), visit)
+    assignment = czar._assign(SimpleNamespace(table=job.table, tables=[job.table], overlap_tables=[]), visit)
     sql = algorithm.worker_sql(job)
     batches = _run_workers(czar, sql, assignment, shipped, timeout)
     t2 = time.perf_counter()

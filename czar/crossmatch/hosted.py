@@ -125,9 +125,9 @@ def hosted_pairs(czar: Czar, job: HostedJob, timeout: float = 0.0) -> pa.Table:
     visit = job.near.chunk_array()
     if visit.size == 0:
         return _empty(job)
-    # the far table's rows and overlap are read for the near table's chunks: workers must hold both
-    # (every worker holding the whole store, as LocalCluster does, or co-located placement)
-    assignment = czar._assign(SimpleNamespace(table=job.near, tables=[job.near]), visit)
+    # the far table's rows and overlap are read for the near table's chunks: a worker must hold
+    # both for the chunks it is given (overlap_tables: the czar's assignment checks the overlap)
+    assignment = czar._assign(SimpleNamespace(table=job.near, tables=[job.near], overlap_tables=[job.far]), visit)
     batches = _run_workers(czar, worker_sql(job), assignment, {}, timeout)
     return pa.Table.from_batches(batches) if batches else _empty(job)
 
