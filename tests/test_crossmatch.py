@@ -91,9 +91,11 @@ def _same_pairs(got: dict, want: dict) -> None:
 
 # ------------------------------------------------------------------------------ differential
 @settings(max_examples=10)
-@given(seed=st.integers(0, 2**31), log_r=st.floats(math.log(1e-4), math.log(0.9)), outer=st.booleans())
+@given(seed=st.integers(0, 2**31), log_r=st.floats(math.log(1e-4), math.log(0.89)), outer=st.booleans())
 def test_all_matches_equal_astropy(cluster, seed, log_r, outer):
-    """Every pair within r (r up to 0.9 deg: beyond the stored overlap of 0.5 deg)."""
+    """Every pair within r (r up to 0.89 deg: beyond the stored overlap of 0.5 deg; not 0.9, which
+    is exactly the separation of edge points 0.45 deg either side of a chunk edge, where astropy's
+    chord distance and the exact predicate may round differently)."""
     qe, tables, _ = cluster
     obj, cat = _catalogue(tables)
     radius = math.exp(log_r)
@@ -112,7 +114,7 @@ def test_all_matches_equal_astropy(cluster, seed, log_r, outer):
 
 
 @settings(max_examples=10)
-@given(seed=st.integers(0, 2**31), log_r=st.floats(math.log(1e-4), math.log(0.9)), outer=st.booleans())
+@given(seed=st.integers(0, 2**31), log_r=st.floats(math.log(1e-4), math.log(0.89)), outer=st.booleans())
 def test_nearest_equals_astropy(cluster, seed, log_r, outer):
     qe, tables, _ = cluster
     obj, cat = _catalogue(tables)
