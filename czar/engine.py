@@ -75,6 +75,8 @@ class Czar:
         self._limiter = Limiter()
         self.workers = workers
         self._holdings: dict[str, dict[tuple[str, str], np.ndarray]] = {}
+        # chunks a worker cannot join with a table's overlap (an overlap file it does not hold)
+        self._lacking: dict[str, dict[tuple[str, str], np.ndarray]] = {}
         self._merge = duckdb.connect(config={"threads": 2, "autoinstall_known_extensions": False,
                                              "autoload_known_extensions": False})
         register(self._merge, persistent=True)  # every cursor sees them
@@ -105,6 +107,9 @@ class Czar:
         inv = w.inventory()
         self._holdings[w.address] = {(t.database.lower(), t.table.lower()): np.asarray(sorted(t.chunk_ids), np.int64)
                                      for t in inv.tables}
+        self._lacking[w.address] = {(t.database.lower(), t.table.lower()):
+                                    np.frombuffer(t.lacking_overlap_chunk_array, dtype="<i4").astype(np.int64)
+                                    for t in inv.tables if t.lacking_overlap_chunk_array}
 
     def live_workers(self) -> list[WorkerClient]:
         """The workers marked up, in configuration order."""
@@ -172,8 +177,13 @@ class Czar:
             for a in arrays[1:]:
                 held = np.intersect1d(held, a, assume_unique=True)
             if held.size and w.address in live:
+                served = _member(want, held)
+                for o in plan.overlap_tables:  # joins reading a table's overlap need all of it
+                    lacking = self._lacking.get(w.address, {}).get((o.database.lower(), o.name.lower()))
+                    if lacking is not None and lacking.size:
+                        served &= ~_member(want, lacking)
                 addrs.append(w.address)
-                rows.append(_member(want, held))
+                rows.append(served)
         holds = np.vstack(rows) if rows else np.zeros((0, want.size), bool)
         covered = holds.any(axis=0)
         if not covered.all():

@@ -130,9 +130,10 @@ def test_assign_among_live_replicas():
     czar = object.__new__(Czar)
     czar.workers = [SimpleNamespace(address=a) for a in addrs]
     czar._holdings = {a: {("db", "t"): np.sort(np.concatenate(h))} for a, h in held.items()}
+    czar._lacking = {}
     down = {"wc:7001"}
     czar._health = SimpleNamespace(is_up=lambda a: a not in down, state=lambda a: SimpleNamespace(reason="test"))
-    plan = SimpleNamespace(table=table, tables=[table])
+    plan = SimpleNamespace(table=table, tables=[table], overlap_tables=[])
     want = chunks[::3]
     out = czar._assign(plan, want)
     assert "wc:7001" not in out

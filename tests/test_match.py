@@ -517,12 +517,19 @@ def test_placed_match_and_one_director_queries(placed, oracle, sql):
     check(placed, oracle, sql)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known bug outside the planner: with placed files (qengine place, LocalCluster(replicas=R)) the czar "
-    "assigns a chunk to a worker holding the primary director's and the match table's files for it (files "
-    "straddling a placement segment), not checking that it also holds the other director's overlap (and "
-    "data) files for that chunk; fix pending in czar/engine.py _assign + the worker inventory"))
-def test_placed_three_way_join_known_bug(placed, oracle):
+def test_placed_three_way_join(placed, oracle):
+    """With placed files a worker may hold the primary director's and the match table's files for a
+    chunk (files straddling a placement segment) without the other director's overlap files for it:
+    the worker reports those chunks (lacking_overlap) and the czar gives them to another holder."""
     check(placed, oracle, f"SELECT m.objectId AS k, COUNT(*) AS n FROM {M} AS m JOIN {O} AS o ON o.objectId = "
                           f"m.objectId JOIN {R} AS r ON r.refId = m.refId WHERE CONTAINS(POINT('ICRS', r.ra, "
                           "r.decl), CIRCLE('ICRS', 10.0, -10.0, 12.0)) = 1 GROUP BY m.objectId")
+
+
+@pytest.mark.parametrize("table, key", [(O, "objectId"), (R, "refId")])
+def test_placed_near_neighbour_self_join_reads_whole_overlaps(placed, oracle, table, key):
+    """Near-neighbour joins read the far side's overlap: on placed files each chunk must go to a
+    worker holding every overlap file covering it (the same rule as the three-way match join)."""
+    check(placed, oracle, f"SELECT a.{key} AS k, COUNT(*) AS n FROM {table} AS a, {table} AS b WHERE "
+                          f"DISTANCE(POINT('ICRS', a.ra, a.decl), POINT('ICRS', b.ra, b.decl)) < 0.3 "
+                          f"AND a.{key} <> b.{key} GROUP BY a.{key}")

@@ -39,6 +39,8 @@ class HeldTable:
     files: dict[str, list[FileEntry]] = field(default_factory=dict)  # kind -> held files
     chunks: list[int] = field(default_factory=list)                 # sorted chunk ids held
     chunk_array: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # chunks, as numpy
+    # chunks (with rows or overlap rows) covered by an overlap file of the store not held here
+    lacking_overlap: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
 
     @property
     def database(self) -> str:
@@ -126,6 +128,13 @@ class Inventory:
                     held.chunks = _covered(m.chunk_ids(), [(f.first_chunk, f.last_chunk)
                                                             for f in held.files.get("data", [])])
                     held.chunk_array = np.asarray(held.chunks, dtype=np.int64)
+                    # placement cuts this table's overlap files where it cuts the leader's: a
+                    # chunk whose overlap is partly elsewhere cannot serve a join with it here
+                    here = {f.path for f in held.files.get("overlap", [])}
+                    away = [(f.first_chunk, f.last_chunk) for f in m.files
+                            if f.kind == "overlap" and f.path not in here]
+                    if away:
+                        held.lacking_overlap = np.asarray(_covered(sorted(m.chunks), away), dtype=np.int64)
                 self._tables[key], self._stamps[key] = held, stamp
             for key in set(self._tables) - seen:
                 del self._tables[key], self._stamps[key]

@@ -169,7 +169,8 @@ class WorkerService(pb_grpc.WorkerServicer):
             tables.append(pb.TableInventory(
                 database=t.database, table=t.name, role=t.manifest.role, chunk_ids=t.chunks,
                 chunk_rows=rows, rows=sum(f.rows for k in ("data", "replicated") for f in t.files.get(k, [])),
-                files=sum(len(v) for v in t.files.values())))
+                files=sum(len(v) for v in t.files.values()),
+                lacking_overlap_chunk_array=t.lacking_overlap.astype("<i4").tobytes()))
         return pb.InventoryReply(worker_id=self.worker_id, tables=tables)
 
     def Health(self, request, context):

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aqengine/proto/worker.proto\x12\x0eqengine.worker\".\n\x0bUploadTable\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tarrow_ipc\x18\x02 \x01(\x0c\"\x9f\x02\n\nChunkQuery\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x11\n\tchunk_ids\x18\x02 \x03(\x05\x12\x12\n\nall_chunks\x18\x03 \x01(\x08\x12\x0b\n\x03sql\x18\x04 \x01(\t\x12,\n\x07uploads\x18\x05 \x03(\x0b\x32\x1b.qengine.worker.UploadTable\x12\x10\n\x08max_rows\x18\x06 \x01(\x03\x12\x11\n\tmax_bytes\x18\x07 \x01(\x03\x12\x0f\n\x07threads\x18\x08 \x01(\x05\x12\x14\n\x0cmemory_limit\x18\t \x01(\t\x12\x12\n\nbatch_rows\x18\n \x01(\x05\x12\x17\n\x0ftimeout_seconds\x18\x0b \x01(\x01\x12\x0c\n\x04lane\x18\x0c \x01(\t\x12\x16\n\x0e\x63hunk_id_array\x18\r \x01(\x0c\"\x80\x01\n\x0bResultBatch\x12\x11\n\tarrow_ipc\x18\x01 \x01(\x0c\x12\x0c\n\x04rows\x18\x02 \x01(\x03\x12\x0c\n\x04last\x18\x03 \x01(\x08\x12\x12\n\nrows_total\x18\x04 \x01(\x03\x12\x0e\n\x06\x63hunks\x18\x05 \x01(\x05\x12\r\n\x05\x66iles\x18\x06 \x01(\x05\x12\x0f\n\x07seconds\x18\x07 \x01(\x01\"!\n\rCancelRequest\x12\x10\n\x08query_id\x18\x01 \x01(\t\"\x1c\n\x0b\x43\x61ncelReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\"\x12\n\x10InventoryRequest\"\x83\x01\n\x0eTableInventory\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\r\n\x05table\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x11\n\tchunk_ids\x18\x04 \x03(\x05\x12\x12\n\nchunk_rows\x18\x05 \x03(\x03\x12\x0c\n\x04rows\x18\x06 \x01(\x03\x12\r\n\x05\x66iles\x18\x07 \x01(\x05\"S\n\x0eInventoryReply\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12.\n\x06tables\x18\x02 \x03(\x0b\x32\x1e.qengine.worker.TableInventory\"\x0f\n\rHealthRequest\"W\n\x0bHealthReply\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0f\n\x07running\x18\x02 \x01(\x05\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x16\n\x0euptime_seconds\x18\x04 \x01(\x01\x32\xeb\x02\n\x06Worker\x12\x44\n\x07\x45xecute\x12\x1a.qengine.worker.ChunkQuery\x1a\x1b.qengine.worker.ResultBatch0\x01\x12@\n\x05Query\x12\x1a.qengine.worker.ChunkQuery\x1a\x1b.qengine.worker.ResultBatch\x12\x44\n\x06\x43\x61ncel\x12\x1d.qengine.worker.CancelRequest\x1a\x1b.qengine.worker.CancelReply\x12M\n\tInventory\x12 .qengine.worker.InventoryRequest\x1a\x1e.qengine.worker.InventoryReply\x12\x44\n\x06Health\x12\x1d.qengine.worker.HealthRequest\x1a\x1b.qengine.worker.HealthReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aqengine/proto/worker.proto\x12\x0eqengine.worker\".\n\x0bUploadTable\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tarrow_ipc\x18\x02 \x01(\x0c\"\x9f\x02\n\nChunkQuery\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x11\n\tchunk_ids\x18\x02 \x03(\x05\x12\x12\n\nall_chunks\x18\x03 \x01(\x08\x12\x0b\n\x03sql\x18\x04 \x01(\t\x12,\n\x07uploads\x18\x05 \x03(\x0b\x32\x1b.qengine.worker.UploadTable\x12\x10\n\x08max_rows\x18\x06 \x01(\x03\x12\x11\n\tmax_bytes\x18\x07 \x01(\x03\x12\x0f\n\x07threads\x18\x08 \x01(\x05\x12\x14\n\x0cmemory_limit\x18\t \x01(\t\x12\x12\n\nbatch_rows\x18\n \x01(\x05\x12\x17\n\x0ftimeout_seconds\x18\x0b \x01(\x01\x12\x0c\n\x04lane\x18\x0c \x01(\t\x12\x16\n\x0e\x63hunk_id_array\x18\r \x01(\x0c\"\x80\x01\n\x0bResultBatch\x12\x11\n\tarrow_ipc\x18\x01 \x01(\x0c\x12\x0c\n\x04rows\x18\x02 \x01(\x03\x12\x0c\n\x04last\x18\x03 \x01(\x08\x12\x12\n\nrows_total\x18\x04 \x01(\x03\x12\x0e\n\x06\x63hunks\x18\x05 \x01(\x05\x12\r\n\x05\x66iles\x18\x06 \x01(\x05\x12\x0f\n\x07seconds\x18\x07 \x01(\x01\"!\n\rCancelRequest\x12\x10\n\x08query_id\x18\x01 \x01(\t\"\x1c\n\x0b\x43\x61ncelReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\"\x12\n\x10InventoryRequest\"\xa8\x01\n\x0eTableInventory\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\r\n\x05table\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x11\n\tchunk_ids\x18\x04 \x03(\x05\x12\x12\n\nchunk_rows\x18\x05 \x03(\x03\x12\x0c\n\x04rows\x18\x06 \x01(\x03\x12\r\n\x05\x66iles\x18\x07 \x01(\x05\x12#\n\x1blacking_overlap_chunk_array\x18\x08 \x01(\x0c\"S\n\x0eInventoryReply\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12.\n\x06tables\x18\x02 \x03(\x0b\x32\x1e.qengine.worker.TableInventory\"\x0f\n\rHealthRequest\"W\n\x0bHealthReply\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0f\n\x07running\x18\x02 \x01(\x05\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x16\n\x0euptime_seconds\x18\x04 \x01(\x01\x32\xeb\x02\n\x06Worker\x12\x44\n\x07\x45xecute\x12\x1a.qengine.worker.ChunkQuery\x1a\x1b.qengine.worker.ResultBatch0\x01\x12@\n\x05Query\x12\x1a.qengine.worker.ChunkQuery\x1a\x1b.qengine.worker.ResultBatch\x12\x44\n\x06\x43\x61ncel\x12\x1d.qengine.worker.CancelRequest\x1a\x1b.qengine.worker.CancelReply\x12M\n\tInventory\x12 .qengine.worker.InventoryRequest\x1a\x1e.qengine.worker.InventoryReply\x12\x44\n\x06Health\x12\x1d.qengine.worker.HealthRequest\x1a\x1b.qengine.worker.HealthReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,13 +44,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INVENTORYREQUEST']._serialized_start=580
   _globals['_INVENTORYREQUEST']._serialized_end=598
   _globals['_TABLEINVENTORY']._serialized_start=601
-  _globals['_TABLEINVENTORY']._serialized_end=732
-  _globals['_INVENTORYREPLY']._serialized_start=734
-  _globals['_INVENTORYREPLY']._serialized_end=817
-  _globals['_HEALTHREQUEST']._serialized_start=819
-  _globals['_HEALTHREQUEST']._serialized_end=834
-  _globals['_HEALTHREPLY']._serialized_start=836
-  _globals['_HEALTHREPLY']._serialized_end=923
-  _globals['_WORKER']._serialized_start=926
-  _globals['_WORKER']._serialized_end=1289
+  _globals['_TABLEINVENTORY']._serialized_end=769
+  _globals['_INVENTORYREPLY']._serialized_start=771
+  _globals['_INVENTORYREPLY']._serialized_end=854
+  _globals['_HEALTHREQUEST']._serialized_start=856
+  _globals['_HEALTHREQUEST']._serialized_end=871
+  _globals['_HEALTHREPLY']._serialized_start=873
+  _globals['_HEALTHREPLY']._serialized_end=960
+  _globals['_WORKER']._serialized_start=963
+  _globals['_WORKER']._serialized_end=1326
 # @@protoc_insertion_point(module_scope)
