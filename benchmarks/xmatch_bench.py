@@ -225,6 +225,7 @@ def run(args: argparse.Namespace | None = None) -> tuple[str, str]:
     cat_p, ext_p = _prepare(work, store)
     hats_obj, hats_margin, hats_ext = _hats(work, cat_p, ext_p)
     cat_t, ext_t = pq.read_table(cat_p), pq.read_table(ext_p)
+    load0 = os.getloadavg()[0]
     log: list[str] = []
     q = _qengine(store, ext_t, log)
     lz = _lsdb(hats_obj, hats_margin, hats_ext)
@@ -236,7 +237,8 @@ def run(args: argparse.Namespace | None = None) -> tuple[str, str]:
     lines = [
         (f"1M external rows x {N_CAT / 1e6:.0f}M `dp02.Object` rows (340 x 3 stripes), radius {RADIUS_ARCSEC:g}\"; "
         "2 cores: qengine LocalCluster 2 workers x 1 DuckDB thread, LSDB dask threads x 2 (HATS via hats-import, "
-        "5\" margin cache), astropy in one process (KD-tree built in the call)."),
+        "5\" margin cache), astropy in one process (KD-tree built in the call). Load average (1 min) "
+        f"{load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end: the machine is shared, compare ratios."),
         "",
         "| match | qengine | LSDB | astropy | vs LSDB | vs astropy | rows qengine / LSDB / astropy | qengine = astropy |",
         "|---|---|---|---|---|---|---|---|",
