@@ -542,3 +542,22 @@ def test_units_and_ucds(cluster):
 
     xml = to_votable(res).decode() if isinstance(to_votable(res), bytes) else str(to_votable(res))
     assert 'name="sep"' in xml and 'ucd="pos.angDistance"' in xml and 'unit="arcsec"' in xml
+
+
+def test_nearest_separation_via_adql_group_by(cluster):
+    """ADQL has no nearest-match operator; the nearest separation per uploaded row is a GROUP BY
+    over the crossmatch join (the partner's id needs the API's nearest=True or qengine xmatch
+    --nearest): equal to astropy's match_coordinates_sky."""
+    qe, tables, _ = cluster
+    obj, cat = _catalogue(tables)
+    r = 0.05
+    ext = _external(obj, 21, 200, r)
+    res = qe.query("SELECT m.id, MIN(DISTANCE(POINT('ICRS', m.ra, m.dec), POINT('ICRS', o.ra, o.decl))) AS d "
+                   f"FROM TAP_UPLOAD.mine AS m JOIN {T} AS o "
+                   f"ON 1 = CONTAINS(POINT('ICRS', o.ra, o.decl), CIRCLE('ICRS', m.ra, m.dec, {r})) GROUP BY m.id",
+                   uploads={"mine": ext})
+    _, d2, _ = match_coordinates_sky(SkyCoord(ext["ra"].to_numpy() * u.deg, ext["dec"].to_numpy() * u.deg), cat)
+    want = {i: float(s) for i, s in enumerate(d2.deg) if s <= r}
+    got = dict(zip(res["id"].to_pylist(), res["d"].to_pylist()))
+    assert set(got) == set(want) and len(want) > 20
+    assert all(abs(got[i] - want[i]) <= TOL for i in want)
