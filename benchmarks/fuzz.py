@@ -306,9 +306,11 @@ def http_case(p: Picker, job_ids: Sequence[str] = ("nosuchjob",)) -> HttpCase:
             body = p.text(200).encode("utf-8", "surrogatepass") + p.choice([b"", b"\xff\xfe", b"\x00" * 8])
             headers["Content-Type"] = p.choice(CONTENT_TYPES)
         elif kind == "json":
-            body = p.choice([json.dumps({"query": query_case(p)[0], "lang": p.choice(LANGS)}),
+            body = p.choice([json.dumps({"sql": query_case(p)[0], "lang": p.choice(LANGS)}),
+                             json.dumps({"sql": p.choice(VALID), "lang": p.choice(LANGS + ["x", 5])}),
+                             json.dumps({"query": query_case(p)[0], "lang": p.choice(LANGS)}),
                              json.dumps({"query": 5}), "{", "[]", "null", json.dumps({"sql": "x"}),
-                             json.dumps({"query": p.choice(VALID), "max_rows": p.choice([-1, "x", 10])})]
+                             json.dumps({"sql": p.choice(VALID), "max_rows": p.choice([-1, "x", 10, 1e300])})]
                             ).encode("utf-8", "surrogatepass")
             headers["Content-Type"] = p.choice(["application/json", "text/plain", ""])
     return HttpCase(method, path, params, headers, body, kind)
@@ -331,7 +333,7 @@ KNOWN: list[tuple[re.Pattern, str]] = [
 ]
 
 
-def _duration_overflows(case: "HttpCase", response) -> bool:
+def _duration_overflows(case: HttpCase, response) -> bool:
     """czar/tap/uws.py _set_duration: int(float(v)) raises OverflowError for 'inf', '1e999',
     400 digits (a 500 instead of a 400)."""
     if response.status_code != 500:
@@ -351,9 +353,27 @@ def _duration_overflows(case: "HttpCase", response) -> bool:
     return False
 
 
+def _bad_max_rows(case: HttpCase, response) -> bool:
+    """czar/server.py query(): int(req.get("max_rows")) unchecked: "x" gives a 500, 1e300 an
+    out-of-range error from the worker request ("query failed: ValueError(...)")."""
+    if case.path != "/api/v1/query" or case.body_kind != "json" or response.status_code < 400:
+        return False
+    try:
+        value = json.loads(case.body or b"null").get("max_rows")
+    except (ValueError, AttributeError):
+        return False
+    if value is None or value == 0:
+        return False
+    try:
+        return not 0 <= int(value) < 2**63
+    except (TypeError, ValueError, OverflowError):
+        return True
+
+
 #: HTTP failures already reported: (predicate over the case and the response, where the fix goes).
 KNOWN_HTTP = [
     (_duration_overflows, "czar/tap/uws.py _set_duration: EXECUTIONDURATION=inf/1e999 gives HTTP 500"),
+    (_bad_max_rows, "czar/server.py /api/v1/query: max_rows not validated (500 or an internal message)"),
 ]
 
 

@@ -141,3 +141,13 @@ def test_known_bug_infinite_execution_duration_is_a_400(cluster, tmp_path):
         r = client.post("/tap/async", data={"REQUEST": "doQuery", "LANG": "ADQL", "QUERY": GOOD,
                                             "EXECUTIONDURATION": "inf"})
     assert r.status_code == 400 and "EXECUTIONDURATION" in r.text
+
+
+@pytest.mark.xfail(strict=True, reason="known bug, fix pending in czar/server.py query(): max_rows is "
+                   "not validated (benchmarks/fuzz.py KNOWN_HTTP)")
+@pytest.mark.parametrize("max_rows", ["x", 1e300])
+def test_known_bug_bad_max_rows_is_a_clean_400(cluster, tmp_path, max_rows):
+    app = make_app(cluster.czar, tmp_path / "jobs", reap_interval=1.0, limits=LIMITS)
+    with TestClient(app, raise_server_exceptions=False, follow_redirects=False) as client:
+        r = client.post("/api/v1/query", json={"sql": GOOD, "max_rows": max_rows})
+    assert r.status_code == 400 and "max_rows" in r.text and "ValueError" not in r.text

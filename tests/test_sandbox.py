@@ -245,6 +245,18 @@ def test_refused_through_tap_sync(tap_url, sql, name):
     assert "QUERY_STATUS" in r.text and "ERROR" in r.text and name in r.text, r.text[:500]
 
 
+@pytest.mark.parametrize("sql,name", HOSTILE)
+def test_refused_through_the_remote_python_client(tap_url, cluster, sql, name):
+    # qengine.connect(url): the czar's /api/v1/query over HTTP
+    from czar.client import connect
+
+    with connect(tap_url.removesuffix("/tap"), timeout=60) as con:
+        with pytest.raises(QueryError) as err:
+            con.query(sql)
+        assert name in str(err.value) and "line 1" in str(err.value)
+        assert con.query(f"SELECT COUNT(*) AS n FROM {OBJ}").column("n")[0].as_py() == cluster.n_objects
+
+
 @pytest.mark.parametrize("sql,name", HOSTILE[:2])
 def test_refused_through_tap_async(tap_url, sql, name):
     with httpx.Client(timeout=60) as c:
