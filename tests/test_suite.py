@@ -104,3 +104,19 @@ def test_a_build_that_drops_its_inputs_checks_against_the_store(tmp_path, monkey
             sql, _ = q.render(ds.params)
             got, want = qe.query(sql, lang=q.lang), run_oracle(con, q, ds.params)
             assert got.num_rows > 0 and compare(got, want, q.ordered) is None, qid
+
+
+def test_the_benchmark_runs_every_query_and_renders_its_table(suite):
+    from benchmarks.suite_bench import _markdown, run_suite
+
+    ds, qe, con = suite
+    rows = run_suite(qe, con, ds, repeat=1, remote=False, budget=0.0)
+    assert [r["id"] for r in rows] == [q.id for q in QUERIES]
+    assert all(r["check"] == "equal" and not r["error"] and len(r["qe"]) == len(r["duck"]) == 1 for r in rows)
+    assert {r["id"] for r in rows if r["astropy_check"] == "equal"} == {"Q22", "Q23", "Q24"}
+    assert all(r["bytes"] > 0 for r in rows if r["chunks"] != "-")
+    meta = {"scale": "small", "repeat": 1, "budget": 0.0, "workers": 2, "cluster": None, "clients": 1,
+            "load_seconds": 0, "load_start": 0.0, "oracle_data": "the inputs", "table_rows": {}}
+    text = _markdown({"meta": meta, "rows": rows[:-1], "load": None}, None)
+    assert all(f"| {q.id} |" in text for q in QUERIES)
+    assert f"| {QUERIES[-1].id} |" in text and "**not run**" in text
