@@ -77,9 +77,12 @@ class Czar:
         self._holdings: dict[str, dict[tuple[str, str], np.ndarray]] = {}
         # chunks a worker cannot join with a table's overlap (an overlap file it does not hold)
         self._lacking: dict[str, dict[tuple[str, str], np.ndarray]] = {}
+        # the merge reads only Arrow tables the czar registers: no files, no settings changes
         self._merge = duckdb.connect(config={"threads": 2, "autoinstall_known_extensions": False,
-                                             "autoload_known_extensions": False})
+                                             "autoload_known_extensions": False,
+                                             "enable_external_access": False})
         register(self._merge, persistent=True)  # every cursor sees them
+        self._merge.execute("SET lock_configuration = true")
         self._merge_lock = threading.Lock()
         self._running: dict[str, dict] = {}
         self._turns = itertools.count()  # round robin of small queries over equal holders
@@ -389,7 +392,7 @@ class Czar:
                 cur.register(name, t)
             return cur.sql(sql).to_arrow_table()
         except duckdb.Error as exc:
-            raise QueryError(f"cannot combine the parts of the query: {exc}") from None
+            raise QueryError(f"cannot combine the parts of the query: {_duck_message(exc)}") from None
         finally:
             cur.close()
 
@@ -625,6 +628,8 @@ class Czar:
                 parts = cur.sql(empty_sql).to_arrow_table()
             cur.register(PARTS, parts)
             result = cur.sql(plan.merge_sql).to_arrow_table()
+        except duckdb.Error as exc:  # e.g. an overflow or a failed cast met only when merging
+            raise QueryError(f"cannot merge the workers' results: {_duck_message(exc)}") from None
         finally:
             cur.close()
         return _with_metadata(result, plan)
@@ -657,6 +662,12 @@ def check_tables(tree, meta: Metadata, database: str | None) -> None:
         if db and db.lower() == UPLOAD_DB.lower():
             continue
         meta.resolve(db or None, name, database)
+
+
+def _duck_message(exc: Exception) -> str:
+    """A DuckDB error for the user: its first line, without DuckDB's own hints about its SQL."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 def _host(client: str | None) -> str:

@@ -212,11 +212,18 @@ def _api_routes(czar: Czar) -> list[Route]:
         except _BadRequest:
             return JSONResponse({"error": "request body must be JSON with an 'sql' field"}, 400)
 
+        try:
+            max_rows = int(req.get("max_rows") or 0)
+            if not 0 <= max_rows < 2**63:
+                raise ValueError
+        except (TypeError, ValueError, OverflowError):
+            return JSONResponse({"error": f"max_rows must be a whole number of rows, 0 (no limit) or more, "
+                                          f"got {req.get('max_rows')!r}"}, 400)
         user, client = request_user(request), request_client(request)
 
         def run() -> bytes:
             table = czar.query(req["sql"], lang=req.get("lang", "adql"), database=req.get("database"),
-                               max_rows=int(req.get("max_rows") or 0), user=user, frontend="http",
+                               max_rows=max_rows, user=user, frontend="http",
                                client=client)
             sink = pa.BufferOutputStream()
             with pa.ipc.new_stream(sink, table.schema) as w:

@@ -122,9 +122,8 @@ def test_http_requests_never_give_5xx(cluster, tmp_path):
     _still_answers(cluster)
 
 
-@pytest.mark.xfail(strict=True, reason="known bug, fix pending in czar/engine.py: DuckDB errors of "
-                   "the merge step are not wrapped in QueryError (benchmarks/fuzz.py KNOWN)")
-def test_known_bug_merge_errors_are_user_errors(cluster):
+def test_merge_errors_are_user_errors(cluster):
+    """Found by the fuzzer: DuckDB errors of the czar's merge step came out unwrapped."""
     # HAVING runs only in the czar's merge; MySQL compares a number with a string
     sql = ("SELECT o.objectId, COUNT(*) AS n FROM testdb.Object AS o JOIN testdb.Source AS s "
            "ON s.objectId = o.objectId GROUP BY o.objectId HAVING COUNT(*) > '/etc/passwd'")
@@ -133,9 +132,8 @@ def test_known_bug_merge_errors_are_user_errors(cluster):
     assert not summary.known and not summary.failures
 
 
-@pytest.mark.xfail(strict=True, reason="known bug, fix pending in czar/tap/uws.py _set_duration: "
-                   "EXECUTIONDURATION=inf gives HTTP 500 (benchmarks/fuzz.py KNOWN_HTTP)")
-def test_known_bug_infinite_execution_duration_is_a_400(cluster, tmp_path):
+def test_infinite_execution_duration_is_a_400(cluster, tmp_path):
+    """Found by the fuzzer: EXECUTIONDURATION=inf was an HTTP 500."""
     app = make_app(cluster.czar, tmp_path / "jobs", reap_interval=1.0, limits=LIMITS)
     with TestClient(app, raise_server_exceptions=False, follow_redirects=False) as client:
         r = client.post("/tap/async", data={"REQUEST": "doQuery", "LANG": "ADQL", "QUERY": GOOD,
@@ -143,10 +141,9 @@ def test_known_bug_infinite_execution_duration_is_a_400(cluster, tmp_path):
     assert r.status_code == 400 and "EXECUTIONDURATION" in r.text
 
 
-@pytest.mark.xfail(strict=True, reason="known bug, fix pending in czar/server.py query(): max_rows is "
-                   "not validated (benchmarks/fuzz.py KNOWN_HTTP)")
-@pytest.mark.parametrize("max_rows", ["x", 1e300])
-def test_known_bug_bad_max_rows_is_a_clean_400(cluster, tmp_path, max_rows):
+@pytest.mark.parametrize("max_rows", ["x", 1e300, -1])
+def test_bad_max_rows_is_a_clean_400(cluster, tmp_path, max_rows):
+    """Found by the fuzzer: max_rows of /api/v1/query was not validated."""
     app = make_app(cluster.czar, tmp_path / "jobs", reap_interval=1.0, limits=LIMITS)
     with TestClient(app, raise_server_exceptions=False, follow_redirects=False) as client:
         r = client.post("/api/v1/query", json={"sql": GOOD, "max_rows": max_rows})

@@ -15,6 +15,7 @@ from czar.metadata import Metadata
 from czar.tap.votable import column_votable_type
 from qengine.catalog import Column
 from qengine.errors import QueryError
+from qengine.sqlfuncs import register
 
 __all__ = ["ColumnDesc", "KeyDesc", "TableDesc", "TapSchema", "tap_schema_tables"]
 
@@ -222,6 +223,7 @@ class TapSchema:
         con = duckdb.connect(config={"threads": 1, "enable_external_access": False,
                                      "autoinstall_known_extensions": False,
                                      "autoload_known_extensions": False})
+        register(con, persistent=True)  # ADQL functions (DISTANCE, CONTAINS...) over TAP_SCHEMA too
         con.execute(f'CREATE SCHEMA "{SCHEMA}"')
         for name, t in tables.items():
             con.register(f"__ts_{name}", t)

@@ -246,7 +246,7 @@ class JobStore:
     def _set_duration(self, job: Job, value: str) -> None:
         try:
             n = int(float(value.strip()))
-        except ValueError:
+        except (ValueError, OverflowError):  # text, NaN, infinities (and over 1e308)
             raise TapParamError(f"EXECUTIONDURATION must be a number of seconds, got {value!r}") from None
         if n < 0:
             raise TapParamError(f"EXECUTIONDURATION must not be negative, got {value!r}")
