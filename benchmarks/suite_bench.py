@@ -54,6 +54,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "default 60)")
     p.add_argument("--no-astropy", dest="astropy", action="store_false",
                    help="skip astropy side by side for the near-neighbour and crossmatch queries")
+    p.add_argument("--only", help="comma-separated query ids to run; their rows replace those of the last "
+                                   "saved run of the scale, the others are kept (e.g. to finish a stopped run)")
+    p.add_argument("--not-run", action="append", default=[], metavar="ID=REASON",
+                   help="record why a query has no row (with --render or --only)")
     p.add_argument("--render", action="store_true",
                    help="rewrite the table from the last run's saved raw results (no queries run)")
     p.add_argument("--results", type=Path, default=RESULTS_DIR / "RESULTS.md")
@@ -75,7 +79,7 @@ def _pct(v: list[float], p: float) -> float:
 
 
 def run_suite(qe, con, ds, repeat: int, remote: bool, budget: float = 60.0, astropy: bool = True,
-              save=None) -> list[dict]:
+              save=None, only: set[str] | None = None) -> list[dict]:
     """Every query: checked once against the oracle, then timed ``repeat`` times per engine
     (interleaved, fewer when the timed runs of a query pass ``budget`` seconds per engine)."""
     from benchmarks.suite import scanned_bytes
@@ -83,6 +87,8 @@ def run_suite(qe, con, ds, repeat: int, remote: bool, budget: float = 60.0, astr
     contenders = astropy_contenders(ds, con) if astropy else {}
     rows = []
     for q in load_queries():
+        if only and q.id not in only:
+            continue
         sql, _ = q.render(ds.params)
         ups = {n: ds.uploads[n] for n in q.uploads} or None
         rec = {"id": q.id, "qe": [], "duck": [], "astropy": [], "rows": None, "chunks": "-", "bytes": None,
@@ -351,7 +357,7 @@ def _markdown(raw: dict, plot: Path | None) -> str:
         r = ran.get(q.id)
         if r is None:
             out.append(f"| {q.id} | {q.category} | {q.lang} | - | - | - | - | - | - | - | - | **not run**: "
-                       f"{m.get('stopped', 'the run was stopped before it')} | - | - |")
+                       f"{m.get('not_run', {}).get(q.id, 'the run was stopped before it')} | - | - |")
             continue
         if r["error"]:
             out.append(f"| {q.id} | {q.category} | {q.lang} | - | - | - | - | - | - | - | - | **{r['error']}** | - | - |")
@@ -416,6 +422,14 @@ def _markdown(raw: dict, plot: Path | None) -> str:
     return "\n".join(out) + "\n"
 
 
+def _reasons(args) -> dict[str, str]:
+    out = {}
+    for item in getattr(args, "not_run", None) or []:
+        qid, _, why = item.partition("=")
+        out[qid.strip().upper()] = why.strip()
+    return out
+
+
 def _raw_path(scale: str) -> Path:
     return cache_root() / f"suite-{scale}" / "results.json"
 
@@ -426,6 +440,7 @@ def run(args: argparse.Namespace) -> tuple[str, str]:
     plot = RESULTS_DIR / f"suite-{scale}.png"
     if getattr(args, "render", False):
         raw = json.loads(raw_path.read_text())
+        raw["meta"].setdefault("not_run", {}).update(_reasons(args))
         if args.no_write or not _plot(raw["rows"], plot, scale):
             plot = None
         return f"Science query suite ({scale})", _markdown(raw, plot)
@@ -451,10 +466,25 @@ def run(args: argparse.Namespace) -> tuple[str, str]:
         meta["note"] = (f"ForcedSource holds the forced photometry of the first {ds.objects[fs]:,} Objects only "
                         "(disk: all would be ~180M rows, ~15 GB stored plus as much input while ingesting); "
                         "Q08's object is among them.")
+    only = {x.strip().upper() for x in getattr(args, "only", None).split(",")} if getattr(args, "only", None) else None
+    kept: list[dict] = []
+    prev_load = None
+    if only and raw_path.exists():  # finishing a stopped run: keep the other queries' rows and notes
+        prev = json.loads(raw_path.read_text())
+        kept = [r for r in prev["rows"] if r["id"] not in only]
+        prev_load = prev.get("load")
+        if args.load_seconds <= 0:  # the first run's load test stands, with its settings
+            meta.update(clients=prev["meta"]["clients"], load_seconds=prev["meta"]["load_seconds"])
+        meta["not_run"] = prev["meta"].get("not_run", {})
+        meta["note"] = (meta.get("note", "") + f" Queries {', '.join(sorted(only))} ran in a second run "
+                        f"(load average at its start {meta['load_start']:.1f}); the others in the first "
+                        f"(load average {prev['meta']['load_start']:.1f} at its start).").strip()
+    meta.setdefault("not_run", {}).update(_reasons(args))
     raw = {"meta": meta, "rows": [], "load": None}
+    order = {q.id: k for k, q in enumerate(load_queries())}
 
     def save(rows: list[dict]) -> None:
-        raw["rows"] = rows
+        raw["rows"] = sorted(kept + rows, key=lambda r: order[r["id"]])
         raw_path.write_text(json.dumps(raw))
 
     if args.cluster:
@@ -465,14 +495,15 @@ def run(args: argparse.Namespace) -> tuple[str, str]:
         qe = closer = LocalCluster(ds.root, workers=args.workers)
     try:
         rows = run_suite(qe, con, ds, args.repeat, remote=bool(args.cluster), budget=meta["budget"],
-                         astropy=getattr(args, "astropy", True), save=save)
-        raw["load"] = load_test(qe, ds, args.clients, args.load_seconds) if args.load_seconds > 0 else None
+                         astropy=getattr(args, "astropy", True), save=save, only=only)
+        raw["load"] = (load_test(qe, ds, args.clients, args.load_seconds) if args.load_seconds > 0
+                       else prev_load)
     finally:
         if closer is not None:
             closer.close()
     meta["load_end"] = os.getloadavg()[0]
     save(rows)
-    if args.no_write or not _plot(rows, plot, scale):
+    if args.no_write or not _plot(raw["rows"], plot, scale):
         plot = None
     return f"Science query suite ({scale})", _markdown(raw, plot)
 
