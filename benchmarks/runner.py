@@ -89,6 +89,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                     help="timed seconds per suite query and engine after which repeats stop (default 60)")
     qs.add_argument("--no-astropy", dest="astropy", action="store_false",
                     help="skip astropy side by side for the suite's near-neighbour and crossmatch queries")
+    qs.add_argument("--only", help="comma-separated suite query ids to run; their rows replace those of the "
+                                    "scale's last saved run, the others are kept")
+    qs.add_argument("--not-run", action="append", default=[], metavar="ID=REASON",
+                    help="record why a suite query has no row (with --render or --only)")
     qs.add_argument("--render", action="store_true",
                     help="rewrite the suite's table from its last saved raw results (no queries run)")
     p.add_argument("--results", type=Path, default=RESULTS, help=f"results file (default {RESULTS})")
