@@ -296,11 +296,19 @@ WHY: dict[str, str] = {
            "faster scan: the cone reads {mib} MiB.",
     "Q22": "the issue's target is set for all pairs < 5\" over a whole catalogue of >= 5M objects (the "
            "neighbour benchmark above); this query asks for a 2 x 2 degree field. astropy then searches "
-           "the field's few thousand positions already in memory (loading them is not timed), while "
+           "the field's positions already in memory (loading them is not timed), while "
            "qengine's {qe_ms} ms is the whole query: parsing and planning, two workers reading 24 chunks "
            "and their overlap ({mib} MiB est.) and zone-joining them in DuckDB, gRPC, the merge — fixed "
            "costs that dominate at this size. (DuckDB's column is the oracle's plain SQL, a nested-loop "
            "join over a declination band: no zones.)",
+    "Q23": "as Q22, a field-sized query (pairs < 50\" around the objects of a 1 degree circle): astropy's "
+           "{ast_ms} ms is the pair search over the field's positions and colours already in memory (their "
+           "loading is not timed, and is where the work is: selecting them from 10M Objects), qengine's "
+           "{qe_ms} ms the whole query over 20 chunks and their overlap.",
+    "Q27": "lasSource has 1M rows: one DuckDB scans them in {duck_ms} ms, so qengine's fixed cost per query "
+           "(planning, fan-out to both workers, gRPC, merge: ~15-20 ms, see Q03) is a large share of it. "
+           "The czar issue sets the target on a full scan of >= 10M rows, where the same queries meet it "
+           "(Q10-Q15).",
     "Q19": "GROUP BY objectId ... HAVING over every Source: the planner re-aggregates every GROUP BY in the "
            "czar's merge and applies HAVING there, so each worker ships one partial group per Object it "
            "holds (~10M rows of 7 partial aggregates in all) over gRPC, and the czar groups them again "
@@ -382,7 +390,8 @@ def _markdown(raw: dict, plot: Path | None) -> str:
             a, b = statistics.median(r["qe"]), statistics.median(r["duck"])
             fields = {"qe_ms": f"{a * 1e3:,.0f}", "duck_ms": f"{b * 1e3:,.0f}", "ratio": f"{a / b:.2f}",
                       "need_ms": f"{b * 1e3 / CONE_FACTOR:.1f}", "mib": f"{(r.get('bytes') or 0) / 2**20:,.0f}",
-                      "rows": f"{r['rows']:,}"}
+                      "rows": f"{r['rows']:,}",
+                      "ast_ms": f"{statistics.median(r['astropy']) * 1e3:,.1f}" if r.get("astropy") else "-"}
             out.append(f"{k}. {i}: {WHY.get(i, 'not analysed.').format(**fields)}")
     slow = [r for r in rows if r["qe"] and target(queries[r["id"]], r)[1] is None
             and statistics.median(r["qe"]) > SCAN_RATIO * statistics.median(r["duck"])]
