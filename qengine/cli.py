@@ -76,7 +76,8 @@ _COMMANDS = [
              "Print the chunk and sub-chunk of each RA/Dec position (degrees), the chunk's bounds and "
              "the chunks that receive the position as overlap."),
     _Command("xmatch", "czar.crossmatch.cli", "add_arguments", "run",
-             "crossmatch a table file (CSV/Parquet/FITS/VOTable) against a hosted director table",
+             "crossmatch a table file (CSV/Parquet/FITS/VOTable), or a hosted director table with --against, "
+             "against a hosted director table",
              "Match every row of FILE with the objects of a hosted director table within a radius, "
              "chunk by chunk on the workers (all matches, --nearest, --outer)."),
     _Command("bench", "benchmarks.runner", "add_arguments", "run",

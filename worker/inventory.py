@@ -39,7 +39,8 @@ class HeldTable:
     files: dict[str, list[FileEntry]] = field(default_factory=dict)  # kind -> held files
     chunks: list[int] = field(default_factory=list)                 # sorted chunk ids held
     chunk_array: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # chunks, as numpy
-    # chunks (with rows or overlap rows) covered by an overlap file of the store not held here
+    # chunks (with rows or overlap rows) covered by a data or overlap file of the store not held
+    # here: joins reading this table's rows and overlap there must go elsewhere
     lacking_overlap: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
 
     @property
@@ -125,16 +126,24 @@ class Inventory:
                     if (d / f.path).exists():
                         held.files.setdefault(f.kind, []).append(f)
                 if m.role != "replicated":
+                    # placement cuts this table's files where it cuts the leader's, and a chunk's
+                    # rows may lie in several files (increments): a chunk is held only if every
+                    # data file covering it is here, and a join reading this table's rows and
+                    # overlap at a chunk needs every data and overlap file covering it
+                    here = {f.path for k in ("data", "overlap") for f in held.files.get(k, [])}
+                    away_data = [(f.first_chunk, f.last_chunk) for f in m.files
+                                 if f.kind == "data" and f.path not in here]
+                    away_overlap = [(f.first_chunk, f.last_chunk) for f in m.files
+                                    if f.kind == "overlap" and f.path not in here]
                     held.chunks = _covered(m.chunk_ids(), [(f.first_chunk, f.last_chunk)
                                                             for f in held.files.get("data", [])])
+                    if away_data and held.chunks:
+                        partial = set(_covered(held.chunks, away_data))
+                        held.chunks = [c for c in held.chunks if c not in partial]
                     held.chunk_array = np.asarray(held.chunks, dtype=np.int64)
-                    # placement cuts this table's overlap files where it cuts the leader's: a
-                    # chunk whose overlap is partly elsewhere cannot serve a join with it here
-                    here = {f.path for f in held.files.get("overlap", [])}
-                    away = [(f.first_chunk, f.last_chunk) for f in m.files
-                            if f.kind == "overlap" and f.path not in here]
-                    if away:
-                        held.lacking_overlap = np.asarray(_covered(sorted(m.chunks), away), dtype=np.int64)
+                    if away_data or away_overlap:
+                        held.lacking_overlap = np.asarray(_covered(sorted(m.chunks), away_data + away_overlap),
+                                                          dtype=np.int64)
                 self._tables[key], self._stamps[key] = held, stamp
             for key in set(self._tables) - seen:
                 del self._tables[key], self._stamps[key]
