@@ -359,6 +359,23 @@ def _plan_match(tree: exp.Select, refs: list[_Ref], mj: match.MatchJoin, metadat
                       [refs[d] for d in match.needs_overlap(mj, primary)])
 
 
+def _local_group_keys(tree: exp.Select, refs: list[_Ref]) -> frozenset[str] | None:
+    """Columns that keep a GROUP BY's groups within one chunk, as ``alias.column`` and (when
+    unambiguous) bare ``column``, lower-cased: the director id of a partitioned table or a
+    child's foreign key (never NULL: the partitioner refuses such rows). Rows of co-located
+    tables meet in the chunk of that key's director row, so grouping by it lets every worker
+    compute whole groups. None with outer joins (a NULL-extended side's NULL group spans chunks)."""
+    if any(j.side or j.kind.upper() in ("FULL", "OUTER") for j in tree.args.get("joins") or []):
+        return None
+    keys = set()
+    for r in refs:
+        if r.info.partitioned and r.key:
+            keys.add(f"{r.alias}.{r.key}".lower())
+            if sum(1 for x in refs if x.info.column(r.key) is not None) == 1:
+                keys.add(r.key.lower())
+    return frozenset(keys) or None
+
+
 def _cap_limit(tree: exp.Select, maxrec: int) -> None:
     """TAP's MAXREC: at most ``maxrec`` rows of the answer, plus one to tell overflow apart."""
     cap = maxrec + 1
@@ -478,7 +495,7 @@ def plan_query(sql: str, metadata: Metadata, *, lang: str = "adql", database: st
             if ref is not None:
                 col.set("table", exp.to_identifier(ref.alias))
 
-    sp = split(tree, PARTS, source=sql)
+    sp = split(tree, PARTS, source=sql, local_keys=_local_group_keys(tree, refs) if not (nn or mp) else None)
     worker_sql = to_duckdb(sp.worker, copy=False)  # split's trees are fresh: translate in place
     for marker, ph in placeholders.items():
         worker_sql = worker_sql.replace(f'"{marker}"', ph).replace(marker, ph)

@@ -483,3 +483,42 @@ def test_small_queries_go_to_one_worker_taking_turns(cluster, oracle):
     assert len(first.per_worker) == len(second.per_worker) == 1          # one call, not one per worker
     assert set(first.per_worker) != set(second.per_worker)               # and the workers take turns
     check(cluster, oracle, sql)
+
+
+@pytest.mark.parametrize("sql,ordered", [
+    # Q19-like: groups per object with HAVING, over a child table and over a join
+    (f"SELECT objectId, COUNT(*) AS n, AVG(flux) AS f FROM {DB}.Source GROUP BY objectId HAVING COUNT(*) > 2", False),
+    (f"SELECT s.objectId AS id, COUNT(*) AS n FROM {DB}.Source AS s GROUP BY id HAVING n >= 3", False),
+    (f"SELECT o.objectId, MAX(s.flux) - MIN(s.flux) AS amp FROM {T} o JOIN {DB}.Source s ON o.objectId = s.objectId "
+     "GROUP BY o.objectId HAVING COUNT(*) > 1 ORDER BY amp DESC, o.objectId LIMIT 7", True),
+    # aggregates that cannot be merged from partials are exact when groups stay on one worker
+    (f"SELECT objectId, MEDIAN(flux) AS m, COUNT(DISTINCT FLOOR(flux / 10)) AS nf FROM {DB}.Source GROUP BY 1 "
+     "ORDER BY m, objectId LIMIT 5 OFFSET 2", True),
+    (f"SELECT DISTINCT COUNT(*) AS n FROM {DB}.Source GROUP BY objectId", False),
+    (f"SELECT objectId, COUNT(*) AS n FROM {DB}.Source GROUP BY objectId ORDER BY COUNT(*) DESC, objectId LIMIT 3", True),
+])
+def test_groups_on_the_director_key_are_computed_whole_on_the_workers(cluster, oracle, sql, ordered):
+    from czar.plan import plan_query
+
+    qe, _ = cluster
+    plan = plan_query(sql, qe.czar.metadata, lang="adql")
+    assert "GROUP BY" in plan.worker_sql and "GROUP BY" not in plan.merge_sql.upper()
+    got = check(cluster, oracle, sql, ordered)
+    assert got.num_rows > 0
+
+
+@pytest.mark.parametrize("sql", [
+    f"SELECT o.objectId, COUNT(s.sourceId) AS n FROM {T} o LEFT JOIN {DB}.Source s ON o.objectId = s.objectId "
+    "GROUP BY o.objectId",                                  # outer join: partial groups merged
+    f"SELECT FLOOR(flux / 10) AS b, COUNT(*) AS n FROM {DB}.Source GROUP BY FLOOR(flux / 10)",  # not a key
+    f"SELECT objectId, COUNT(*) AS n FROM {DB}.Source GROUP BY ROLLUP (objectId)",
+])
+def test_other_groups_are_still_merged_from_partials(cluster, oracle, sql):
+    from czar.plan import plan_query
+
+    qe, _ = cluster
+    try:
+        plan = plan_query(sql, qe.czar.metadata, lang="qserv" if "ROLLUP" in sql else "adql")
+    except QueryError:
+        return  # refused as before (e.g. ROLLUP): never answered by the local-groups rule
+    assert "GROUP BY" in plan.merge_sql.upper()

@@ -553,11 +553,14 @@ def duckdb_column_name(projection: exp.Expr, source: str | None = None) -> str:
 
 
 def split(select: exp.Select, parts_table: str = "__parts", *,
-          source: str | None = None) -> SplitPlan:
+          source: str | None = None, local_keys: frozenset[str] | None = None) -> SplitPlan:
     """Split ``select`` into a per-worker query and a merge query over ``parts_table``.
 
     ``source``, when given, is the SQL text ``select`` was parsed from; it only serves to name
     output columns after function names as written (DuckDB does; sqlglot normalises some).
+    ``local_keys``: columns (``alias.column`` / bare ``column``, lower-cased) whose groups never
+    span workers; a GROUP BY on one of them is computed whole on the workers (HAVING and any
+    aggregate included) and merged like a plain query.
     Raises :class:`QueryError` for what cannot be computed exactly across chunks.
     """
     if not isinstance(select, exp.Select):
@@ -599,9 +602,49 @@ def split(select: exp.Select, parts_table: str = "__parts", *,
     group = select.args.get("group")
     is_agg = (group is not None or select.args.get("having") is not None
               or any(_has_agg(p) for p in select.expressions))
+    if is_agg and local_keys and _groups_are_local(select, local_keys):
+        return _plain(_local_groups(select), parts_table, namer, limit, offset)
     if is_agg:
         return _Aggregate(select, parts_table, namer, limit, offset).plan()
     return _plain(select, parts_table, namer, limit, offset)
+
+
+def _groups_are_local(select: exp.Select, local_keys: frozenset[str]) -> bool:
+    """Whether a plain GROUP BY lists a key column whose groups lie within one worker."""
+    group = select.args.get("group")
+    if group is None or any(group.args.get(k) for k in group.args if k != "expressions"):
+        return False  # ROLLUP/CUBE/GROUPING SETS/ALL: totals span workers
+    if any(_is_star(p) for p in select.expressions):
+        return False
+    aliases = _alias_map(select)
+    known = _known_columns(select)
+    for g in group.expressions:
+        g = _unparen(g)
+        n = _int_literal(g)
+        if n is not None and 1 <= n <= len(select.expressions):  # GROUP BY 1: the first output
+            g = _unparen(select.expressions[n - 1].unalias())
+        if isinstance(g, exp.Column) and g.name.lower() in aliases and g.name.lower() not in known \
+                and not g.table:  # GROUP BY an output alias: the expression it names
+            g = _unparen(select.expressions[aliases[g.name.lower()]].unalias())
+        if isinstance(g, exp.Column) and isinstance(g.this, exp.Identifier):
+            name = f"{g.table}.{g.name}".lower() if g.table else g.name.lower()
+            if name in local_keys:
+                return True
+    return False
+
+
+def _local_groups(select: exp.Select) -> exp.Select:
+    """``select`` with output aliases in GROUP BY and HAVING replaced by what they name (the
+    worker query renames its outputs, so the aliases are gone there)."""
+    out = select.copy()
+    known = _known_columns(out)
+    group = out.args["group"]
+    group.set("expressions", [g if _int_literal(_unparen(g)) is not None else
+                              _substitute_aliases(g, out, known) for g in group.expressions])
+    if out.args.get("having") is not None:
+        having = out.args["having"]
+        having.set("this", _substitute_aliases(having.this, out, known))
+    return out
 
 
 def _known_columns(select: exp.Select) -> set[str]:
