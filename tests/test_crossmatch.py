@@ -561,3 +561,32 @@ def test_nearest_separation_via_adql_group_by(cluster):
     got = dict(zip(res["id"].to_pylist(), res["d"].to_pylist()))
     assert set(got) == set(want) and len(want) > 20
     assert all(abs(got[i] - want[i]) <= TOL for i in want)
+
+
+def test_cli_cluster_with_a_token(cluster, tmp_path, capsys):
+    """``--cluster URL --token T`` (or $QENGINE_TOKEN) reaches a czar that requires authentication;
+    without the token the czar's refusal is reported."""
+    from czar.server import HttpServer, make_app
+    from qengine.users import AuthConfig, UserStore
+
+    qe, _, _ = cluster
+    store = UserStore(tmp_path / "users.json")
+    store.add("ann", "power")
+    store.grant("ann", "hip")
+    token = store.new_token("ann")
+    gaia = pq.read_table(DATA / "xmatch_gaia.parquet").slice(0, 300)
+    write_table(gaia, tmp_path / "in.parquet")
+    server = HttpServer(make_app(qe.czar, tmp_path / "jobs", auth=AuthConfig(store, anonymous=False))).start()
+    try:
+        p = argparse.ArgumentParser()
+        add_arguments(p)
+        common = ["--cluster", server.url, "--table", "hip.Hipparcos", "--radius", "5arcsec", "--columns", "hip"]
+        out = tmp_path / "out.parquet"
+        assert cli_run(p.parse_args([*common, "--token", token, "--out", str(out), str(tmp_path / "in.parquet")])) == 0, \
+            capsys.readouterr().err
+        want = crossmatch(qe.czar, "hip.Hipparcos", gaia, 5 / 3600, columns=["hip"])
+        assert read_table(out).num_rows == want.num_rows > 0
+        assert cli_run(p.parse_args([*common, "--token", "", str(tmp_path / "in.parquet")])) == 2
+        assert "authentication required: send 'Authorization: Bearer <token>'" in capsys.readouterr().err
+    finally:
+        server.shutdown()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import io
 import logging
+import os
 import sys
 import time
 import urllib.error
@@ -52,6 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--root", help="store root: run a LocalCluster over it")
     where.add_argument("--cluster", metavar="URL", help="a running czar (e.g. http://localhost:8080)")
+    p.add_argument("--token", default=os.environ.get("QENGINE_TOKEN"),
+                   help="with --cluster: bearer token for a czar with authentication (default: $QENGINE_TOKEN)")
     p.add_argument("--table", required=True, help="director table to match against, e.g. dp02.Object")
     p.add_argument("--radius", required=True, help="match radius with a unit, e.g. 1arcsec, 0.5arcmin")
     p.add_argument("--nearest", action="store_true", help="only the nearest match of each row")
@@ -97,13 +100,13 @@ def _via_cluster(args, ext: pa.Table, ra: str, dec: str, radius: float, columns:
     adql = (f"SELECT m.xm_row, {cols}, DISTANCE(POINT('ICRS', m.ra, m.dec), POINT('ICRS', o.{{ra}}, o.{{dec}})) "
             f"* 3600.0 AS separation_arcsec FROM TAP_UPLOAD.xm AS m JOIN {args.table} AS o "
             f"ON 1 = CONTAINS(POINT('ICRS', o.{{ra}}, o.{{dec}}), CIRCLE('ICRS', m.ra, m.dec, {radius!r}))")
-    ra_col, dec_col = _remote_positions(args.cluster, args.table)
+    ra_col, dec_col = _remote_positions(args.cluster, args.table, args.token)
     adql = adql.replace("{ra}", ra_col).replace("{dec}", dec_col)
     fields = {"REQUEST": "doQuery", "LANG": "ADQL", "QUERY": adql, "UPLOAD": "xm,param:xm",
               "RESPONSEFORMAT": "parquet", "MAXREC": "10000000"}
     body, ctype = _multipart(fields, {"xm": buf.getvalue()})
     req = urllib.request.Request(args.cluster.rstrip("/") + "/tap/sync", data=body,
-                                 headers={"Content-Type": ctype}, method="POST")
+                                 headers=_headers(ctype, args.token), method="POST")
     try:
         with urllib.request.urlopen(req, timeout=3600) as resp:
             data = resp.read()
@@ -129,14 +132,19 @@ def _via_cluster(args, ext: pa.Table, ra: str, dec: str, radius: float, columns:
     return con.sql(sql).to_arrow_table()
 
 
-def _remote_positions(url: str, table: str) -> tuple[str, str]:
+def _headers(ctype: str, token: str | None) -> dict[str, str]:
+    """The request headers, with the bearer token when there is one (a czar with ``auth``)."""
+    return {"Content-Type": ctype, **({"Authorization": f"Bearer {token}"} if token else {})}
+
+
+def _remote_positions(url: str, table: str, token: str | None = None) -> tuple[str, str]:
     """The position columns of ``table``, from the czar's TAP_SCHEMA (UCDs pos.eq.ra/dec;meta.main)."""
     import pyarrow.csv as pcsv
 
     q = ("SELECT column_name, ucd FROM TAP_SCHEMA.columns WHERE table_name = "
          f"'{table.replace(chr(39), '')}'")
     body, ctype = _multipart({"REQUEST": "doQuery", "LANG": "ADQL", "QUERY": q, "RESPONSEFORMAT": "csv"}, {})
-    req = urllib.request.Request(url.rstrip("/") + "/tap/sync", data=body, headers={"Content-Type": ctype},
+    req = urllib.request.Request(url.rstrip("/") + "/tap/sync", data=body, headers=_headers(ctype, token),
                                  method="POST")
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
@@ -174,10 +182,11 @@ def _multipart(fields: dict[str, str], files: dict[str, bytes]) -> tuple[bytes, 
 
 
 def _tap_error(body: bytes) -> str:
+    import html
     import re
 
     m = re.search(rb'<INFO[^>]*name="QUERY_STATUS"[^>]*>(.*?)</INFO>', body, re.DOTALL)
-    return (m.group(1) if m else body[:500]).decode(errors="replace").strip()
+    return html.unescape((m.group(1) if m else body[:500]).decode(errors="replace").strip())
 
 
 def _write(result: pa.Table, out: str | None) -> None:
