@@ -157,3 +157,28 @@ def oracle_connection(tables: dict):
         con.register(f"__{name}", t)
         con.execute(f'CREATE VIEW "{DB}"."{name}" AS SELECT * FROM "__{name}"')
     return con
+
+
+def table_rows(t: pa.Table) -> list[tuple]:
+    """The rows of ``t`` as tuples, NaN as None (DuckDB and the czar may differ there)."""
+    def norm(v):
+        return None if isinstance(v, float) and v != v else v
+    return [tuple(norm(x) for x in r) for r in zip(*[c.to_pylist() for c in t.columns])]
+
+
+def assert_same_rows(got: pa.Table, want: pa.Table, ordered: bool = False, context: object = None) -> None:
+    """The differential check: same column names, same rows (in order when ``ordered``), floats
+    equal to 1e-9 relative."""
+    import pytest
+
+    assert got.column_names == want.column_names
+    g, w = table_rows(got), table_rows(want)
+    if not ordered:
+        g, w = sorted(g, key=repr), sorted(w, key=repr)
+    assert len(g) == len(w), (len(g), len(w), context)
+    for a, b in zip(g, w):
+        for x, y in zip(a, b):
+            if isinstance(x, float) and isinstance(y, float):
+                assert x == pytest.approx(y, rel=1e-9, abs=1e-12)
+            else:
+                assert x == y

@@ -2,7 +2,6 @@
 DuckDB over the unpartitioned tables, plus chunk selection, statistics and errors."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pyarrow as pa
@@ -14,7 +13,7 @@ from czar.local import LocalCluster
 from qengine.chunker import Chunker
 from qengine.errors import QueryError
 from qengine.geometry import Circle
-from tests.helpers import DB, PART, build_store, oracle_connection
+from tests.helpers import DB, PART, assert_same_rows, build_store, oracle_connection
 
 
 @pytest.fixture(scope="module")
@@ -33,25 +32,8 @@ def oracle(cluster):
     return con
 
 
-def _norm(v):
-    if isinstance(v, float):
-        return None if math.isnan(v) else v
-    return v
-
-
 def _same(got: pa.Table, want: pa.Table, ordered: bool) -> None:
-    assert got.column_names == want.column_names
-    g = [tuple(_norm(x) for x in r) for r in zip(*[c.to_pylist() for c in got.columns])]
-    w = [tuple(_norm(x) for x in r) for r in zip(*[c.to_pylist() for c in want.columns])]
-    if not ordered:
-        g, w = sorted(g, key=repr), sorted(w, key=repr)
-    assert len(g) == len(w), (len(g), len(w))
-    for a, b in zip(g, w):
-        for x, y in zip(a, b):
-            if isinstance(x, float) and isinstance(y, float):
-                assert x == pytest.approx(y, rel=1e-9, abs=1e-12)
-            else:
-                assert x == y
+    assert_same_rows(got, want, ordered)
 
 
 def check(cluster, oracle, sql: str, ordered: bool = False, lang: str = "adql", oracle_sql: str | None = None):

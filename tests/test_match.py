@@ -7,7 +7,6 @@ in different chunks (partners up to 0.45 deg apart with a 0.5 deg overlap).
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ from qengine.catalog import Column, Partitioning, Table
 from qengine.chunker import Chunker
 from qengine.errors import IngestError, QueryError
 from qengine.store import load_manifest, table_dir
-from tests.helpers import DB, OBJECT, PART, make_objects, oracle_connection
+from tests.helpers import DB, OBJECT, PART, assert_same_rows, make_objects, oracle_connection
 
 REF = Table(
     name="RefObj", role="director", id_column="refId", ra_column="ra", dec_column="decl",
@@ -295,28 +294,12 @@ def oracle(catalogue):
     return oracle_connection(catalogue)
 
 
-def _rows(t: pa.Table) -> list[tuple]:
-    def norm(v):
-        return None if isinstance(v, float) and math.isnan(v) else v
-    return [tuple(norm(x) for x in r) for r in zip(*[c.to_pylist() for c in t.columns])]
-
-
 def check(qe, oracle, sql: str, lang: str = "adql", ordered: bool = False, oracle_sql: str | None = None) -> pa.Table:
     from czar.dialects import parse, to_duckdb
 
     got = qe.query(sql, lang=lang)
     want = oracle.sql(oracle_sql or to_duckdb(parse(sql, lang))).to_arrow_table()
-    assert got.column_names == want.column_names
-    g, w = _rows(got), _rows(want)
-    if not ordered:
-        g, w = sorted(g, key=repr), sorted(w, key=repr)
-    assert len(g) == len(w), (len(g), len(w), sql)
-    for a, b in zip(g, w):
-        for x, y in zip(a, b):
-            if isinstance(x, float) and isinstance(y, float):
-                assert x == pytest.approx(y, rel=1e-9, abs=1e-12)
-            else:
-                assert x == y
+    assert_same_rows(got, want, ordered, sql)
     return got
 
 

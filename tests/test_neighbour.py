@@ -196,7 +196,7 @@ def test_rows_of_different_chunks_never_pair():
 
 
 # ----------------------------------------------------------------------------- end to end
-from tests.helpers import DB, OBJECT, PART, make_objects
+from tests.helpers import DB, OBJECT, PART, assert_same_rows, make_objects
 
 T = f"{DB}.Object"
 OVERLAP = PART.overlap
@@ -259,24 +259,8 @@ def nn_oracle(nn_cluster):
     return con
 
 
-def _rows(t: pa.Table) -> list[tuple]:
-    def norm(v):
-        return None if isinstance(v, float) and math.isnan(v) else v
-    return [tuple(norm(x) for x in r) for r in zip(*[c.to_pylist() for c in t.columns])]
-
-
 def _same(got: pa.Table, want: pa.Table, ordered: bool) -> None:
-    assert got.column_names == want.column_names
-    g, w = _rows(got), _rows(want)
-    if not ordered:
-        g, w = sorted(g, key=repr), sorted(w, key=repr)
-    assert len(g) == len(w), (len(g), len(w))
-    for a, b in zip(g, w):
-        for x, y in zip(a, b):
-            if isinstance(x, float) and isinstance(y, float):
-                assert x == pytest.approx(y, rel=1e-9, abs=1e-12)
-            else:
-                assert x == y
+    assert_same_rows(got, want, ordered)
 
 
 def nn_check(cluster, oracle, sql: str, lang: str, ordered: bool = False, oracle_sql: str | None = None) -> pa.Table:

@@ -91,19 +91,29 @@ def _retarget(node: exp.Expression, mapping: dict[int, tuple[str, str]]) -> exp.
     return copy
 
 
-def detect(tree: exp.Expression, metadata: Metadata, database: str | None,
-           uploads: dict[str, object] | None) -> Detected | None:
-    """The crossmatch in ``tree``, or None when the query is not one. Raises QueryError for a
-    crossmatch that cannot run (bad radius, unknown upload column)."""
-    if not uploads or not isinstance(tree, exp.Select):
+def table_pair(tree: exp.Expression) -> tuple[exp.Table, exp.Table, exp.Join] | None:
+    """``FROM a JOIN b`` (or ``FROM a, b``): the two tables and the join, None for any other
+    shape (one table, three, a subquery, USING). Both crossmatch forms start from this one."""
+    if not isinstance(tree, exp.Select):
         return None
     from_ = tree.args.get("from") or tree.args.get("from_")
     joins = tree.args.get("joins") or []
     if from_ is None or len(joins) != 1 or not isinstance(from_.this, exp.Table) \
             or not isinstance(joins[0].this, exp.Table) or joins[0].args.get("using"):
         return None
-    join = joins[0]
-    a, b = from_.this, join.this
+    return from_.this, joins[0].this, joins[0]
+
+
+def detect(tree: exp.Expression, metadata: Metadata, database: str | None,
+           uploads: dict[str, object] | None) -> Detected | None:
+    """The crossmatch in ``tree``, or None when the query is not one. Raises QueryError for a
+    crossmatch that cannot run (bad radius, unknown upload column)."""
+    if not uploads:
+        return None
+    pair = table_pair(tree)
+    if pair is None:
+        return None
+    a, b, join = pair
     is_up = [t.db.lower() == UPLOAD_DB.lower() if t.db else False for t in (a, b)]
     if is_up.count(True) != 1:
         return None

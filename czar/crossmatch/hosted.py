@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 from sqlglot import exp
 
+from czar.crossmatch.detect import table_pair
 from czar.crossmatch.job import SEP, quote
 from czar.crossmatch.units import SEPARATION_META, annotate, column_meta, select_meta
 from czar.dialects import to_duckdb
@@ -169,16 +170,12 @@ class HostedDetected:
 
 def detect_hosted(tree: exp.Expression, metadata: Metadata, database: str | None) -> HostedDetected | None:
     """The hosted crossmatch in ``tree``, or None when the query is not one."""
-    if not isinstance(tree, exp.Select):
+    pair = table_pair(tree)
+    if pair is None:
         return None
-    from_ = tree.args.get("from") or tree.args.get("from_")
-    joins = tree.args.get("joins") or []
-    if from_ is None or len(joins) != 1 or not isinstance(from_.this, exp.Table) \
-            or not isinstance(joins[0].this, exp.Table) or joins[0].args.get("using"):
-        return None
-    join = joins[0]
+    join = pair[2]
     refs = []
-    for node in (from_.this, join.this):
+    for node in pair[:2]:
         if node.db and node.db.lower() == UPLOAD_DB.lower():
             return None
         try:
