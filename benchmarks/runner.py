@@ -83,18 +83,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     qs.add_argument("--cluster", help="a running czar (http://host:port) instead of a LocalCluster")
     qs.add_argument("--suite-workers", dest="workers", type=int, default=2,
                     help="LocalCluster worker processes for the query suite (default 2)")
-    qs.add_argument("--clients", type=int, default=4, help="concurrent cone-search clients in the load test")
-    qs.add_argument("--load-seconds", type=float, default=20.0, help="length of the load test (default 20 s)")
-    qs.add_argument("--budget", type=float, default=60.0,
-                    help="timed seconds per suite query and engine after which repeats stop (default 60)")
-    qs.add_argument("--no-astropy", dest="astropy", action="store_false",
-                    help="skip astropy side by side for the suite's near-neighbour and crossmatch queries")
-    qs.add_argument("--only", help="comma-separated suite query ids to run; their rows replace those of the "
-                                    "scale's last saved run, the others are kept")
-    qs.add_argument("--not-run", action="append", default=[], metavar="ID=REASON",
-                    help="record why a suite query has no row (with --render or --only)")
-    qs.add_argument("--render", action="store_true",
-                    help="rewrite the suite's table from its last saved raw results (no queries run)")
+    from benchmarks.suite_bench import add_run_options
+
+    add_run_options(qs)
     p.add_argument("--results", type=Path, default=RESULTS, help=f"results file (default {RESULTS})")
     p.add_argument("--no-write", action="store_true", help="print results only")
 

@@ -41,25 +41,31 @@ def cache_root() -> Path:
     return Path(env) / "bench" if env else Path.home() / ".cache" / "qengine" / "bench"
 
 
+def add_run_options(g) -> None:
+    """Options of a suite run shared by this module's command and `qengine bench` (``g``: a
+    parser or an argument group)."""
+    g.add_argument("--clients", type=int, default=4, help="concurrent cone-search clients in the load test")
+    g.add_argument("--load-seconds", type=float, default=20.0, help="length of the load test (default 20 s)")
+    g.add_argument("--budget", type=float, default=60.0,
+                   help="timed seconds per suite query and engine after which repeats stop (at least one run; "
+                        "default 60)")
+    g.add_argument("--no-astropy", dest="astropy", action="store_false",
+                   help="skip astropy side by side for the near-neighbour and crossmatch queries")
+    g.add_argument("--only", help="comma-separated query ids to run; their rows replace those of the last "
+                                   "saved run of the scale, the others are kept (e.g. to finish a stopped run)")
+    g.add_argument("--not-run", action="append", default=[], metavar="ID=REASON",
+                   help="record why a query has no row (with --render or --only)")
+    g.add_argument("--render", action="store_true",
+                   help="rewrite the table from the last run's saved raw results (no queries run)")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", choices=sorted(SCALES), default="small", help="data scale (default small)")
     p.add_argument("--repeat", type=int, default=5, help="runs of every query per engine (default 5)")
     p.add_argument("--cluster", help="a running czar (http://host:port) instead of a LocalCluster "
                                      "(it must serve the suite's data; upload queries are skipped)")
     p.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
-    p.add_argument("--clients", type=int, default=4, help="concurrent cone-search clients in the load test")
-    p.add_argument("--load-seconds", type=float, default=20.0, help="length of the load test (default 20 s)")
-    p.add_argument("--budget", type=float, default=60.0,
-                   help="timed seconds per query and engine after which repeats stop (at least one run; "
-                        "default 60)")
-    p.add_argument("--no-astropy", dest="astropy", action="store_false",
-                   help="skip astropy side by side for the near-neighbour and crossmatch queries")
-    p.add_argument("--only", help="comma-separated query ids to run; their rows replace those of the last "
-                                   "saved run of the scale, the others are kept (e.g. to finish a stopped run)")
-    p.add_argument("--not-run", action="append", default=[], metavar="ID=REASON",
-                   help="record why a query has no row (with --render or --only)")
-    p.add_argument("--render", action="store_true",
-                   help="rewrite the table from the last run's saved raw results (no queries run)")
+    add_run_options(p)
     p.add_argument("--results", type=Path, default=RESULTS_DIR / "RESULTS.md")
     p.add_argument("--no-write", action="store_true", help="print the results only")
 
