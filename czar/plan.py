@@ -34,7 +34,9 @@ class Plan:
     table: TableInfo | None
     chunks: list[int] | None              # chunks to visit; None: every chunk of the table
     worker_sql: str                       # DuckDB SQL with {{db.table}} placeholders
-    merge_sql: str                        # DuckDB SQL over __parts
+    # the merge query over __parts: DuckDB SQL, or its tree until merge_sql is first read (a
+    # plain row query's merge is usually skipped: see merge_rename)
+    merge: "str | exp.Select" = field(repr=False)
     worker_limit: int | None = None
     merge_needs_all: bool = True
     regions: list[str] = field(default_factory=list)
@@ -51,6 +53,13 @@ class Plan:
     # Directors also read from their overlap files (a match join's far director, a near-neighbour
     # join's o2): a worker must hold those files for the chunks it is given, too.
     overlap_tables: list[TableInfo] = field(default_factory=list)
+
+    @property
+    def merge_sql(self) -> str:
+        """DuckDB SQL over __parts (translated on first use)."""
+        if not isinstance(self.merge, str):
+            self.merge = to_duckdb(self.merge, copy=False)  # the plan's own tree
+        return self.merge
 
     def placeholder(self) -> str:
         return "{{" + f"{self.table.database}.{self.table.name}" + "}}" if self.table else ""
@@ -110,9 +119,14 @@ def _table_refs(tree: exp.Select, metadata: Metadata, database: str | None) -> l
 
 def _ref_of(col: exp.Column, refs: list[_Ref]) -> _Ref | None:
     """The table a column belongs to (None: unknown or ambiguous)."""
-    if col.table:
-        return next((r for r in refs if col.table.lower() in r.qualifiers), None)
-    owners = [r for r in refs if r.info.column(col.name) is not None or col.name in CHUNK_COLUMNS]
+    return _ref_named(col.table, col.name, refs)
+
+
+def _ref_named(table: str, name: str, refs: list[_Ref]) -> _Ref | None:
+    """:func:`_ref_of` a column ``table.name`` (``table`` "" when unqualified)."""
+    if table:
+        return next((r for r in refs if table.lower() in r.qualifiers), None)
+    owners = [r for r in refs if r.info.column(name) is not None or name in CHUNK_COLUMNS]
     return owners[0] if len(owners) == 1 else None
 
 
@@ -212,6 +226,47 @@ def _columns_read(tree: exp.Select, refs: list[_Ref]) -> dict[int, set[str] | No
                 if c is not None and out[id(r)] is not None:
                     out[id(r)].add(c["name"])
     return out
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One select-list item as written, what its column metadata depends on (read before the
+    rules rewrite the tree, so that the tree need not be copied)."""
+
+    name: str                 # alias_or_name
+    star: bool                # * or alias.*
+    table: str                # the qualifier of a column or of alias.*
+    column: str | None        # the column's name (a bare or qualified column), else None
+
+
+def _written_items(tree: exp.Select) -> list[_Item]:
+    out = []
+    for e in tree.expressions:
+        inner = e.this if isinstance(e, exp.Alias) else e
+        if isinstance(inner, exp.Star):
+            out.append(_Item(e.alias_or_name, True, "", None))
+        elif isinstance(inner, exp.Column):
+            star = isinstance(inner.this, exp.Star)
+            out.append(_Item(e.alias_or_name, star, inner.table, None if star else inner.name))
+        else:
+            out.append(_Item(e.alias_or_name, False, "", None))
+    return out
+
+
+def _column_meta(items: list[_Item], refs: list[_Ref]) -> dict[str, dict]:
+    """Catalogue metadata (unit, UCD, ...) of the output columns that are catalogue columns."""
+    meta = {}
+    for it in items:
+        if it.star:
+            for r in reversed(refs):
+                if not it.table or it.table.lower() in r.qualifiers:
+                    meta.update({c["name"]: c for c in r.info.columns})
+        elif it.column is not None:
+            ref = _ref_named(it.table, it.column, refs)
+            c = ref.info.column(it.column) if ref is not None else None
+            if c is not None:
+                meta[it.name] = c
+    return meta
 
 
 def _is_plain_count(tree: exp.Select) -> bool:
@@ -393,11 +448,12 @@ def plan_query(sql: str, metadata: Metadata, *, lang: str = "adql", database: st
     """Plan ``sql``; ``maxrec`` caps the rows to ``maxrec + 1`` (TAP MAXREC with overflow).
 
     ``tree``: ``sql`` already parsed (and rewritten, e.g. by :mod:`czar.compose`); ``sql``
-    then only serves to name unaliased output columns as written."""
+    then only serves to name unaliased output columns as written. The plan takes ``tree``
+    over: it is rewritten in place (copying it would cost as much as planning a cone)."""
     tree = parse(sql, lang) if tree is None else tree
-    original = [e.copy() for e in tree.expressions]  # the select list as written, for metadata
     if not isinstance(tree, exp.Select):
         raise QueryError("set operations (UNION/INTERSECT/EXCEPT) and WITH are not supported yet")
+    written = _written_items(tree)  # the select list as written, for metadata
     if maxrec is not None:
         _cap_limit(tree, maxrec)
     _refuse_unsupported(tree)
@@ -425,7 +481,7 @@ def plan_query(sql: str, metadata: Metadata, *, lang: str = "adql", database: st
     elif director is not None:
         d = director.info.manifest
         sr = spatial_restriction(tree, d.ra_column, d.dec_column, director.qualifiers,
-                                 alias=director.node.alias or None)
+                                 alias=director.node.alias or None, copy=False)
         tree = sr.select
         if nn is not None:  # o2 restricted: the pairs' o1 rows lie within the radius of its regions
             far = refs[nn.far]
@@ -495,24 +551,16 @@ def plan_query(sql: str, metadata: Metadata, *, lang: str = "adql", database: st
             if ref is not None:
                 col.set("table", exp.to_identifier(ref.alias))
 
-    sp = split(tree, PARTS, source=sql, local_keys=_local_group_keys(tree, refs) if not (nn or mp) else None)
-    worker_sql = to_duckdb(sp.worker, copy=False)  # split's trees are fresh: translate in place
+    sp = split(tree, PARTS, source=sql, local_keys=_local_group_keys(tree, refs) if not (nn or mp) else None,
+               copy=False)  # the tree is this plan's own: split may take its clauses over
+    worker_sql = to_duckdb(sp.worker, copy=False)  # split's trees are its own: translate in place
     for marker, ph in placeholders.items():
         worker_sql = worker_sql.replace(f'"{marker}"', ph).replace(marker, ph)
-    merge_sql = to_duckdb(sp.merge, copy=False)
-    meta = {}
-    for e in original:
-        inner = e.this if isinstance(e, exp.Alias) else e
-        if isinstance(inner, exp.Star) or (isinstance(inner, exp.Column) and isinstance(inner.this, exp.Star)):
-            for r in reversed(refs):
-                if not isinstance(inner, exp.Column) or (inner.table or "").lower() in r.qualifiers:
-                    meta.update({c["name"]: c for c in r.info.columns})
-        elif isinstance(inner, exp.Column):
-            ref = _ref_of(inner, refs)
-            c = ref.info.column(inner.name) if ref is not None else None
-            if c is not None:
-                meta[e.alias_or_name] = c
-    return Plan(sql=sql, lang=lang, table=info, chunks=chunks, worker_sql=worker_sql, merge_sql=merge_sql,
+    # A merge that only renames (sp.rename) is done without DuckDB, so its SQL is written only
+    # if asked for (explain); any other merge is translated now, so that errors come at planning.
+    merge = sp.merge if sp.rename is not None else to_duckdb(sp.merge, copy=False)
+    meta = _column_meta(written, refs)
+    return Plan(sql=sql, lang=lang, table=info, chunks=chunks, worker_sql=worker_sql, merge=merge,
                 worker_limit=sp.worker_limit, merge_needs_all=sp.merge_needs_all, regions=regions,
                 id_restriction=idr, index_table=index_table, count_from_stats=count, count_name=count_name,
                 column_meta=meta, tables=[r.info for r in parts], merge_rename=sp.rename,

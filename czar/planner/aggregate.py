@@ -368,18 +368,39 @@ def _limit_values(select: exp.Select) -> tuple[int | None, int]:
     return limit, offset or 0
 
 
-def _clone_without(select: exp.Select, drop: tuple[str, ...]) -> exp.Select:
-    """A copy of ``select`` without the clauses in ``drop`` (not copied at all)."""
+def _clone_without(select: exp.Select, drop: tuple[str, ...], copy: bool = True) -> exp.Select:
+    """A copy of ``select`` without the clauses in ``drop`` (not copied at all); ``copy=False``
+    moves the other clauses' trees into the new Select instead (``select`` is given away)."""
     new = exp.Select()
     for key, value in select.args.items():
         if key in drop or value is None:
             continue
-        if isinstance(value, list):
-            value = [v.copy() if isinstance(v, exp.Expr) else v for v in value]
-        elif isinstance(value, exp.Expr):
-            value = value.copy()
+        if copy:
+            if isinstance(value, list):
+                value = [v.copy() if isinstance(v, exp.Expr) else v for v in value]
+            elif isinstance(value, exp.Expr):
+                value = value.copy()
         new.set(key, value)
     return new
+
+
+def _alias(e: exp.Expr, name: str) -> exp.Expr:
+    """``exp.alias_(e, name, quoted=True)`` without its copy of ``e`` (the caller's own tree)."""
+    ident = exp.to_identifier(name, quoted=True)
+    if "alias" in e.arg_types and type(e).__name__ != "Window":
+        e.set("alias", ident)
+        return e
+    return exp.Alias(this=e, alias=ident)
+
+
+@functools.cache
+def _table_template(name: str) -> exp.Table:
+    return exp.to_table(name)
+
+
+def _table(name: str) -> exp.Table:
+    """``exp.to_table(name)``, parsed once per name (parsing costs more than a copy)."""
+    return _table_template(name).copy()
 
 
 def _set_limits(select: exp.Select, limit: int | None, offset: int) -> None:
@@ -553,7 +574,8 @@ def duckdb_column_name(projection: exp.Expr, source: str | None = None) -> str:
 
 
 def split(select: exp.Select, parts_table: str = "__parts", *,
-          source: str | None = None, local_keys: frozenset[str] | None = None) -> SplitPlan:
+          source: str | None = None, local_keys: frozenset[str] | None = None,
+          copy: bool = True) -> SplitPlan:
     """Split ``select`` into a per-worker query and a merge query over ``parts_table``.
 
     ``source``, when given, is the SQL text ``select`` was parsed from; it only serves to name
@@ -561,6 +583,8 @@ def split(select: exp.Select, parts_table: str = "__parts", *,
     ``local_keys``: columns (``alias.column`` / bare ``column``, lower-cased) whose groups never
     span workers; a GROUP BY on one of them is computed whole on the workers (HAVING and any
     aggregate included) and merged like a plain query.
+    ``copy=False``: the returned trees may take over parts of ``select`` (its FROM, WHERE,
+    select-list expressions) instead of copies; for callers that give ``select`` away.
     Raises :class:`QueryError` for what cannot be computed exactly across chunks.
     """
     if not isinstance(select, exp.Select):
@@ -603,10 +627,10 @@ def split(select: exp.Select, parts_table: str = "__parts", *,
     is_agg = (group is not None or select.args.get("having") is not None
               or any(_has_agg(p) for p in select.expressions))
     if is_agg and local_keys and _groups_are_local(select, local_keys):
-        return _plain(_local_groups(select), parts_table, namer, limit, offset)
+        return _plain(_local_groups(select), parts_table, namer, limit, offset, copy=False)
     if is_agg:
         return _Aggregate(select, parts_table, namer, limit, offset).plan()
-    return _plain(select, parts_table, namer, limit, offset)
+    return _plain(select, parts_table, namer, limit, offset, copy=copy)
 
 
 def _groups_are_local(select: exp.Select, local_keys: frozenset[str]) -> bool:
@@ -719,7 +743,9 @@ def _depends_on_output(expr: exp.Expr, projections: list[exp.Expr]) -> bool:
 
 
 def _plain(select: exp.Select, parts_table: str, namer: _Namer, limit: int | None,
-           offset: int) -> SplitPlan:
+           offset: int, copy: bool = True) -> SplitPlan:
+    """``copy=False``: the worker query takes ``select``'s own clauses and expressions (the
+    caller gives ``select`` away; copying them is most of the work here)."""
     projections = list(select.expressions)
     star_mode = any(_is_star(p) for p in projections)
     distinct = select.args.get("distinct") is not None
@@ -730,10 +756,14 @@ def _plain(select: exp.Select, parts_table: str, namer: _Namer, limit: int | Non
     merge_items: list[exp.Expr] = []
     for i, p in enumerate(projections):
         if _is_star(p):
-            worker_items.append(p.copy())
+            worker_items.append(p.copy() if copy else p)
             continue
-        worker_items.append(exp.alias_(p.unalias().copy(), f"_qe_c{i}", quoted=True))
-        merge_items.append(exp.alias_(_col(f"_qe_c{i}"), namer.name(p), quoted=True))
+        name = namer.name(p)  # before the worker query takes the expression over
+        e = p.unalias()
+        # an expression with an alias arg of its own (a subquery) gets the alias set on it:
+        # copy it even when given away, so that the select list read below stays as written
+        worker_items.append(_alias(e.copy() if copy or "alias" in e.arg_types else e, f"_qe_c{i}"))
+        merge_items.append(_alias(_col(f"_qe_c{i}"), name))
 
     terms = _order_terms(select)
     if not star_mode:
@@ -767,7 +797,7 @@ def _plain(select: exp.Select, parts_table: str, namer: _Namer, limit: int | Non
             h = f"_qe_o{len(hidden)}"
             hidden.append(h)
             hidden_exprs.append(expr)
-            worker_items.append(exp.alias_(expr, h, quoted=True))
+            worker_items.append(_alias(expr, h))
             w, m = _col(h), _col(h)
         wo, mo = t.copy(), t.copy()
         wo.set("this", w)
@@ -782,7 +812,7 @@ def _plain(select: exp.Select, parts_table: str, namer: _Namer, limit: int | Non
                    "(add the ORDER BY expression to the SELECT list)", select.args["order"])
 
     # worker: same FROM/JOIN/WHERE; ORDER BY only when it serves a per-worker top-k
-    worker = _clone_without(select, ("expressions", "order", "limit", "offset"))
+    worker = _clone_without(select, ("expressions", "order", "limit", "offset"), copy=copy)
     worker.set("expressions", worker_items)
     worker_limit = None
     if limit is not None:
@@ -792,21 +822,21 @@ def _plain(select: exp.Select, parts_table: str, namer: _Namer, limit: int | Non
     _set_limits(worker, worker_limit, 0)
 
     # merge
-    source_from: exp.Expr = exp.to_table(parts_table)
+    source_from: exp.Expr = _table(parts_table)
     merge_distinct = distinct
     if distinct and hidden:
-        inner = exp.select("*").from_(exp.to_table(parts_table)).distinct()
+        inner = exp.select("*").from_(_table(parts_table)).distinct()
         source_from = inner.subquery("_qe_d")
         merge_distinct = False
     if star_mode:
         # the star's columns keep their names; the other items are renamed in place
         star = exp.Star(except_=[_col(h) for h in hidden] or None,
                         rename=merge_items or None)
-        merge = exp.select(star).from_(source_from)
+        merge = exp.Select().select(star, copy=False).from_(source_from, copy=False)
     else:
-        merge = exp.select(*merge_items).from_(source_from)
+        merge = exp.Select().select(*merge_items, copy=False).from_(source_from, copy=False)
     if merge_distinct:
-        merge = merge.distinct()
+        merge = merge.distinct(copy=False)
     if merge_order:
         merge.set("order", exp.Order(expressions=merge_order))
     _set_limits(merge, limit, offset)

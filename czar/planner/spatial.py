@@ -193,8 +193,9 @@ def _conjuncts(node: exp.Expression | None) -> list[exp.Expression]:
 
 
 def spatial_restriction(select: exp.Select, ra_column: str, dec_column: str,
-                        qualifiers: set[str], alias: str | None = None) -> SpatialResult:
-    """Regions the WHERE clause confines (ra_column, dec_column) to, and the rewritten query."""
+                        qualifiers: set[str], alias: str | None = None, copy: bool = True) -> SpatialResult:
+    """Regions the WHERE clause confines (ra_column, dec_column) to, and the rewritten query
+    (``copy=False``: ``select`` itself, rewritten in place, for a caller that owns it)."""
     where = select.args.get("where")
     if where is None:
         return SpatialResult(select, [])
@@ -206,8 +207,8 @@ def spatial_restriction(select: exp.Select, ra_column: str, dec_column: str,
         if region is not None:
             regions.append(region)
         parts.append(replacement)
-    out = select.copy()
-    out.set("where", exp.Where(this=exp.and_(*parts)) if parts else None)
+    out = select.copy() if copy else select
+    out.set("where", exp.Where(this=exp.and_(*parts, copy=copy)) if parts else None)
     # areaspec calls nested anywhere else (e.g. under OR) cannot be rewritten safely.
     for node in out.find_all(exp.Anonymous):
         if node.name.lower() in _AREASPEC_TO_SCISQL:
