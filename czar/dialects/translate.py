@@ -111,7 +111,10 @@ def _template(sql: str, **subs: exp.Expression) -> exp.Expression:
 
 
 def _call(name: str, args: list[exp.Expression]) -> exp.Anonymous:
-    return exp.Anonymous(this=name, expressions=[a.copy() for a in args])
+    """A call of one of the workers' macros on ``args``, which it takes over: the geometry
+    call they come from is replaced by it, in a tree that is to_duckdb's own (no copies:
+    copying the arguments, with their position metadata, was most of a translation)."""
+    return exp.Anonymous(this=name, expressions=list(args))
 
 
 # --------------------------------------------------------------------------- geometry values
@@ -171,8 +174,13 @@ def _predicate(node: exp.Anonymous) -> exp.Expression:
                        "INTERSECTS(CIRCLE, CIRCLE)")
 
 
+@functools.cache
+def _integer_type() -> exp.DataType:
+    return exp.DataType.build("INTEGER")
+
+
 def _marked(pred: exp.Expression) -> exp.Cast:
-    cast = exp.Cast(this=pred, to=exp.DataType.build("INTEGER"))
+    cast = exp.Cast(this=pred, to=_integer_type().copy())  # copied: building it parses "INTEGER"
     cast.meta[_PRED] = True
     return cast
 
