@@ -152,26 +152,45 @@ def test_nearest_worker_side_pick(cluster, monkeypatch):
 
 
 def test_parallel_placement_equals_serial(cluster, monkeypatch):
-    """Large uploads are placed in two threads: the shipped rows equal one thread's, row for row
-    within each chunk."""
+    """Large uploads are located in two threads: the same placements and cells as one thread's.
+    Each worker's share holds every cell of exactly the rows with a chunk of its, each once,
+    with their positions, the zones of those cells and its chunks with external rows."""
     from czar.crossmatch import execute
+    from czar.crossmatch.algorithms import grid_of
+    from czar.crossmatch.cells import CELL, ZONE
     from czar.crossmatch.detect import EXT_DEC, EXT_RA
-    from czar.crossmatch.job import MatchJob
+    from czar.crossmatch.job import CHUNKS, UPLOAD, XID, ZONES, MatchJob
 
     qe, tables, _ = cluster
     obj, _ = _catalogue(tables)
     ext = _external(obj, 9, 2000, 0.2)
     job = MatchJob(table=qe.czar.metadata.resolve(DB, "Object", None), radius=0.2, ext_ra=EXT_RA, ext_dec=EXT_DEC)
     ra, dec = ext["ra"].to_numpy(), ext["dec"].to_numpy()
-    chunks1, ship1 = execute._ship(job, ra, dec)
+    g = grid_of(job)
+    one = execute._locate(job, g, ra, dec)
     monkeypatch.setattr(execute, "PARALLEL_ROWS", 10)
-    chunks2, ship2 = execute._ship(job, ra, dec)
-    assert np.array_equal(chunks1, chunks2) and ship1.keys() == ship2.keys()
-    for k in ship1:
-        a = ship1[k].sort_by([(n, "ascending") for n in ship1[k].column_names])
-        b = ship2[k].sort_by([(n, "ascending") for n in ship2[k].column_names])
-        assert a.equals(b), k
-        assert np.all(np.diff(ship2[k]["chunkId"].to_numpy()) >= 0)
+    two = execute._locate(job, g, ra, dec)
+    for x, y in ((one.rows, two.rows), (one.chunks, two.chunks), (one.crow, two.crow), (one.cell, two.cell)):
+        assert np.array_equal(x, y)
+    places = set(zip(one.rows.tolist(), one.chunks.tolist()))
+    assert len(places) == one.rows.size and np.array_equal(np.unique(one.rows), np.arange(ra.size))
+    chunks = execute._distinct(one.chunks)
+    assert np.array_equal(chunks, np.unique(one.chunks)) and chunks.size > 4
+    assignment = {"w0": chunks[: chunks.size // 3], "w1": chunks[chunks.size // 3:]}
+    shares = execute._shares(g, one, assignment, ra, dec, True)
+    cells = set(zip(one.crow.tolist(), one.cell.tolist()))
+    for w, cs in assignment.items():
+        rows = {r for r, c in places if c in set(cs.tolist())}
+        t = shares[w][UPLOAD]
+        got = list(zip(t[XID].to_pylist(), t[CELL].to_pylist()))
+        assert len(got) == len(set(got)) and set(got) == {(r, c) for r, c in cells if r in rows}
+        x = t[XID].to_numpy()
+        assert np.array_equal(t[EXT_RA].to_numpy(), ra[x]) and np.array_equal(t[EXT_DEC].to_numpy(), dec[x])
+        assert shares[w][ZONES][ZONE].to_pylist() == sorted({c // 1_000_000_000 for _, c in got})
+        assert shares[w][CHUNKS]["chunkId"].to_pylist() == sorted({c for r, c in places if c in set(cs.tolist())})
+    # a worker given only chunks without external rows gets nothing
+    empty = execute._shares(g, one, {"w0": chunks, "w1": np.array([10**6], np.int64)}, ra, dec, False)
+    assert list(empty) == ["w0"] and CHUNKS not in empty["w0"]
 
 
 @pytest.mark.parametrize("gap_rows", [0, 10**12])
@@ -226,8 +245,9 @@ def test_expand_finds_every_pair_cell():
         c1 = SkyCoord(ra * u.deg, dec * u.deg)
         c2 = c1.directional_offset_by(rng.uniform(0, 360, n) * u.deg, rng.uniform(0, 1, n) * reach * u.deg)
         rows, cells = expand(g, ra, dec)
-        chunk = np.zeros(rows.size, np.int32)
-        con.register("zones", zone_table(g, chunk, cells))
+        r2, c2_ = expand(g, ra, dec, by_row=False)
+        assert sorted(zip(r2.tolist(), c2_.tolist())) == sorted(zip(rows.tolist(), cells.tolist()))
+        con.register("zones", zone_table(g, cells))
         con.register("cat", pa.table({"chunkId": np.zeros(n, np.int32), "i": np.arange(n),
                                       "ra": c2.ra.deg, "dec": c2.dec.deg}))
         own = con.sql(own_cells_sql("cat", '"ra"', '"dec"', g, "zones") + " ORDER BY i").fetchnumpy()
@@ -235,6 +255,11 @@ def test_expand_finds_every_pair_cell():
         missing = [i for i, c in zip(own["i"].tolist(), own["__xm_cell"].tolist()) if (i, c) not in have]
         assert own["i"].size == n and not missing, (reach, missing[:5])
         assert np.bincount(rows).max() <= 9
+        # with a chunk filter: the rows of the listed chunks only
+        for listed, kept in (([0], n), ([1], 0)):
+            con.register("ks", pa.table({"chunkId": np.array(listed, np.int32)}))
+            sql = own_cells_sql("cat", '"ra"', '"dec"', g, "zones", "ks")
+            assert con.execute(f"SELECT count(*) FROM ({sql})").fetchall()[0][0] == kept
 
 
 def test_visit_runs_fill_small_gaps():

@@ -8,15 +8,16 @@ of two positions within ``s`` when one lies in the zone (so at most one bin apar
 copied into its own cell and into those neighbouring cells (zone +-1, bin +-1) it lies within
 ``r`` of: at most 9 copies, ~1 when cells are much larger than ``r``.
 
-The czar computes the external side here, in numpy (:func:`expand`), and ships it with a table of
-the (chunk, zone) pairs the copies occupy and those zones' binning (:func:`zone_table`). A worker
-computes only its catalogue rows' zone (:func:`own_cells_sql`), keeps the rows whose (chunk, zone)
-is in that table - in a scattered upload, a small share of them - and bins them with the shipped
-bin counts and widths, so both sides use the same numbers. Zone and bin of a position are
-IEEE-exact expressions (one division, one floor) evaluated alike by numpy and DuckDB; a row lying
-on a cell edge within an ulp is covered anyway, since an external row within ``r`` of an edge is
-copied across it and the reach carries a margin. The two sides meet in a hash equi-join on
-(chunkId, cell) and the exact distance decides.
+The czar computes the external side here, in numpy (:func:`expand`), and ships each worker the
+rows it needs once (whatever the number of its chunks they reach) with a table of the zones its
+copies occupy and those zones' binning (:func:`zone_table`). A worker computes only its catalogue
+rows' zone (:func:`own_cells_sql`), keeps the rows whose zone is in that table and bins them with
+the shipped bin counts and widths, so both sides use the same numbers. Zone and bin of a position
+are IEEE-exact expressions (one division, one floor) evaluated alike by numpy and DuckDB; a row
+lying on a cell edge within an ulp is covered anyway, since an external row within ``r`` of an
+edge is copied across it and the reach carries a margin. The two sides meet in a hash equi-join
+on the cell alone (one BIGINT key: each catalogue row is in the data of one chunk, and each
+external row is on a worker once, so each pair is found once) and the exact distance decides.
 
 Cells larger than the radius are cheaper when the catalogue is sparse (fewer external copies,
 still few candidates per cell): :func:`grid_for` sizes them from the catalogue's density in its
@@ -119,9 +120,10 @@ def _norm_ra(ra: np.ndarray) -> np.ndarray:
     return ra - 360.0 * np.floor(ra / 360.0)
 
 
-def expand(g: Grid, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def expand(g: Grid, ra: np.ndarray, dec: np.ndarray, *, by_row: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """``(rows, cells)``: each position's own cell and each neighbouring cell it lies within
-    ``g.reach`` of (rows are indices into ra/dec, ascending)."""
+    ``g.reach`` of (rows are indices into ra/dec, ascending with ``by_row``, else in no order:
+    a sort of the copies costs a fifth of the whole)."""
     ra = np.asarray(ra, dtype=np.float64)
     dec = np.asarray(dec, dtype=np.float64)
     n0 = ra.size
@@ -145,6 +147,8 @@ def expand(g: Grid, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.nda
     n2 = np.concatenate([n, n[prev], n[nxt]])
     b2 = np.concatenate([b, b[prev] - 1, b[nxt] + 1])
     cells = zones2 * _ZONE_STRIDE + np.mod(b2, n2)
+    if not by_row:
+        return rows2, cells
     order = np.argsort(rows2, kind="stable")
     return rows2[order], cells[order]
 
@@ -154,15 +158,18 @@ def sorted_unique(x: np.ndarray) -> np.ndarray:
     return x[np.r_[True, x[1:] != x[:-1]]] if x.size else x
 
 
-def zone_table(g: Grid, chunks: np.ndarray, cells: np.ndarray) -> pa.Table:
-    """The distinct (chunkId, zone) pairs of the external copies, sorted, with the zone's bins
-    and bin width: the worker keeps catalogue rows of these pairs only, binned with these numbers."""
+def zone_table(g: Grid, cells: np.ndarray) -> pa.Table:
+    """The distinct zones of ``cells``, sorted, with their bins and bin width: the worker keeps
+    catalogue rows of these zones only, binned with these numbers."""
     zones = np.asarray(cells, dtype=np.int64) // _ZONE_STRIDE
-    key = sorted_unique(np.sort(np.asarray(chunks, dtype=np.int64) * (g.zones + 1) + zones))
-    ch, zz = key // (g.zones + 1), key % (g.zones + 1)
+    if g.zones <= _TABLE_ZONES:
+        seen = np.zeros(g.zones, bool)
+        seen[zones] = True
+        zz = np.flatnonzero(seen).astype(np.int64)
+    else:
+        zz = np.unique(zones)
     n, _ = g.per_zone(zz)
-    return pa.table({"chunkId": pa.array(ch.astype(np.int32)), ZONE: pa.array(zz), BINS: pa.array(n),
-                     WIDTH: pa.array(360.0 / n)})
+    return pa.table({ZONE: pa.array(zz), BINS: pa.array(n), WIDTH: pa.array(360.0 / n)})
 
 
 def _lit(x: float) -> str:
@@ -171,19 +178,22 @@ def _lit(x: float) -> str:
     return text if "e" in text else text + "e0"
 
 
-def own_cells_sql(source: str, ra: str, dec: str, g: Grid, zones: str) -> str:
-    """The rows of ``source`` (a relation with chunkId) whose (chunkId, zone) is in ``zones`` (a
-    :func:`zone_table` relation), with their own cell in ``CELL``; rows without a finite position
-    are left out (they match nothing). ``ra``/``dec`` are quoted column names."""
-    # the chunks first, on the bare column: DuckDB pushes that join's keys into the scan as a
-    # filter (rows of other chunks are never decoded), not those of the computed zone below
+def own_cells_sql(source: str, ra: str, dec: str, g: Grid, zones: str, chunks: str | None = None) -> str:
+    """The rows of ``source`` whose zone is in ``zones`` (a :func:`zone_table` relation), with their
+    own cell in ``CELL``; rows without a finite position are left out (they match nothing).
+    ``chunks`` (a relation of chunkIds): only rows of those chunks. ``ra``/``dec`` are quoted
+    column names."""
     zone = f"least(CAST(floor((__xm_r.{dec} + 90.0e0) / {_lit(g.height)}) AS BIGINT), {g.zones - 1})"
-    mine = (f"SELECT __xm_r.* FROM {source} AS __xm_r JOIN (SELECT DISTINCT chunkId FROM {zones}) AS __xm_k "
-            f"ON __xm_k.chunkId = __xm_r.chunkId")
-    inner = (f"SELECT __xm_r.*, {zone} AS __xm_z FROM ({mine}) AS __xm_r "
+    if chunks is None:
+        mine = source
+    else:
+        # the chunks first, on the bare column: DuckDB pushes that join's keys into the scan as a
+        # filter (rows of other chunks are never decoded), not those of the computed zone below
+        mine = (f"(SELECT __xm_r.* FROM {source} AS __xm_r JOIN {chunks} AS __xm_k "
+                f"ON __xm_k.chunkId = __xm_r.chunkId)")
+    inner = (f"SELECT __xm_r.*, {zone} AS __xm_z FROM {mine} AS __xm_r "
              f"WHERE isfinite(__xm_r.{ra}) AND isfinite(__xm_r.{dec})")
     a = f"(__xm_r.{ra} - 360.0e0 * floor(__xm_r.{ra} / 360.0e0))"
     return (f"SELECT __xm_r.* EXCLUDE (__xm_z), __xm_r.__xm_z * {_ZONE_STRIDE} + "
             f"(CAST(floor({a} / __xm_t.{WIDTH}) AS BIGINT) % __xm_t.{BINS}) AS {CELL} "
-            f"FROM ({inner}) AS __xm_r JOIN {zones} AS __xm_t "
-            f"ON __xm_t.chunkId = __xm_r.chunkId AND __xm_t.{ZONE} = __xm_r.__xm_z")
+            f"FROM ({inner}) AS __xm_r JOIN {zones} AS __xm_t ON __xm_t.{ZONE} = __xm_r.__xm_z")

@@ -12,6 +12,7 @@ import queue
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
@@ -19,10 +20,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from czar.crossmatch.algorithms import AllMatches, MatchAlgorithm, NearestMatch, grid_of
-from czar.crossmatch.cells import CELL, expand, sorted_unique, zone_table
+from czar.crossmatch.algorithms import AllMatches, MatchAlgorithm, NearestMatch, grid_of, pair_order
+from czar.crossmatch.cells import CELL, expand, zone_table
 from czar.crossmatch.detect import EXT, EXT_DEC, EXT_RA, PAIRS, PID, detect
-from czar.crossmatch.job import SEP, UPLOAD, XID, ZONES, MatchJob
+from czar.crossmatch.job import CHUNKS, SEP, UPLOAD, XID, ZONES, MatchJob
 from czar.crossmatch.limits import check_radius, positions
 from czar.crossmatch.placement import place
 from czar.crossmatch.units import (
@@ -49,45 +50,106 @@ ROW_GROUP_ROWS = 100_000   # rows per Parquet row group (the ingest default): th
 RUNS_PER_WORKER = 32       # chunk runs per worker query (the worker turns up to 64 into BETWEENs)
 
 
-PARALLEL_ROWS = 200_000     # external rows from which placement runs in two threads (numpy frees the GIL)
+PARALLEL_ROWS = 200_000     # external rows from which placement and cells run in two threads (numpy frees the GIL)
+CHUNK_FILTER_SHARE = 0.8    # below this share of visited chunks with external rows, workers filter by chunk
 
 
-def _copies(job: MatchJob, g, ra: np.ndarray, dec: np.ndarray, offset: int) -> tuple[np.ndarray, ...]:
-    """(rows + offset, chunks, cells) of external rows: one per chunk within the radius of a row
-    (chunks without catalogue rows left out) times each cell of the row, sorted by chunk."""
+@dataclass
+class _Located:
+    """Where the external rows go: ``rows``/``chunks``, one per chunk within the radius of a row
+    (chunks without catalogue rows left out), and ``crow``/``cell``, one per cell of a row; both
+    in no particular order."""
+
+    rows: np.ndarray
+    chunks: np.ndarray
+    crow: np.ndarray
+    cell: np.ndarray
+
+
+def _lookup(keys: np.ndarray, values: np.ndarray, missing: int = -1) -> np.ndarray:
+    """The index in ``values`` (sorted, distinct, non-negative ints) of each of ``keys``, or
+    ``missing``: a dense table when the values are small (chunk ids are), else a binary search."""
+    keys = np.asarray(keys, dtype=np.int64)
+    if values.size == 0:
+        return np.full(keys.size, missing, np.int64)
+    top = int(values[-1])
+    if top < max(1 << 20, 8 * keys.size):
+        table = np.full(top + 2, missing, np.int64)
+        table[values] = np.arange(values.size)
+        return table[np.clip(keys, -1, top + 1)]
+    pos = np.minimum(np.searchsorted(values, keys), values.size - 1)
+    return np.where(values[pos] == keys, pos, missing)
+
+
+def _distinct(x: np.ndarray) -> np.ndarray:
+    """The sorted distinct values of non-negative ints ``x`` (a mark per value when they are small)."""
+    x = np.asarray(x, dtype=np.int64)
+    if x.size == 0:
+        return x
+    top = int(x.max())
+    if top < max(1 << 20, 8 * x.size):
+        seen = np.zeros(top + 1, bool)
+        seen[x] = True
+        return np.flatnonzero(seen).astype(np.int64)
+    return np.unique(x)
+
+
+def _locate(job: MatchJob, g, ra: np.ndarray, dec: np.ndarray) -> _Located:
+    """Chunks and cells of the external rows: two independent computations, in two threads for
+    a large upload."""
     ch = job.table.manifest.chunker
-    rows, chunks = place(ra, dec, ch["num_stripes"], ch["num_sub_stripes"], job.radius)
-    held = job.table.chunk_array()
-    pos = np.minimum(np.searchsorted(held, chunks), max(held.size - 1, 0))
-    keep = held[pos] == chunks if held.size else np.zeros(chunks.size, bool)  # no catalogue rows: no match
-    rows, chunks = rows[keep], chunks[keep]
-    crow, cell = expand(g, ra, dec)
-    # every placement (row, chunk) times every cell of that row
-    first = np.searchsorted(crow, np.arange(ra.size + 1))
-    per = np.diff(first)[rows]
-    pick = np.repeat(first[rows], per) + (np.arange(per.sum()) - np.repeat(np.cumsum(per) - per, per))
-    return np.repeat(rows, per) + offset, np.repeat(chunks, per), cell[pick]
 
+    def placement() -> tuple[np.ndarray, np.ndarray]:
+        rows, chunks = place(ra, dec, ch["num_stripes"], ch["num_sub_stripes"], job.radius, by_chunk=False)
+        keep = _lookup(chunks, job.table.chunk_array()) >= 0  # no catalogue rows: no match
+        return rows[keep], chunks[keep]
 
-def _ship(job: MatchJob, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, dict[str, pa.Table]]:
-    """The chunks with external rows and what goes to the workers, both sorted by chunk: the
-    external copies (chunkId, XID, positions, cell) and their (chunk, zone) table."""
-    g = grid_of(job)
     if ra.size < PARALLEL_ROWS:
-        rows, chunks, cell = _copies(job, g, ra, dec, 0)
+        rows, chunks = placement()
+        crow, cell = expand(g, ra, dec, by_row=False)
     else:
         from concurrent.futures import ThreadPoolExecutor
 
-        half = ra.size // 2
-        with ThreadPoolExecutor(2) as pool:
-            parts = list(pool.map(lambda s: _copies(job, g, ra[s], dec[s], s.start),
-                                  [slice(0, half), slice(half, ra.size)]))
-        rows, chunks, cell = (np.concatenate(x) for x in zip(*parts))
-        order = np.argsort(chunks, kind="stable")
-        rows, chunks, cell = rows[order], chunks[order], cell[order]
-    table = pa.table({"chunkId": pa.array(chunks.astype(np.int32)), XID: pa.array(rows),
-                      EXT_RA: pa.array(ra[rows]), EXT_DEC: pa.array(dec[rows]), CELL: pa.array(cell)})
-    return sorted_unique(chunks), {UPLOAD: table, ZONES: zone_table(g, chunks, cell)}
+        with ThreadPoolExecutor(1) as pool:
+            cells = pool.submit(expand, g, ra, dec, by_row=False)
+            rows, chunks = placement()
+            crow, cell = cells.result()
+    return _Located(rows, chunks, crow, cell)
+
+
+def _shares(g, loc: _Located, assignment: dict[str, np.ndarray], ra: np.ndarray, dec: np.ndarray,
+            chunk_filter: bool) -> dict[str, dict[str, pa.Table]]:
+    """What each worker gets: the external rows with a chunk among its chunks, once each whatever
+    the number of those chunks, in every cell they reach (XID, positions, cell); the zones of
+    those cells with their binning; with ``chunk_filter``, its chunks that have external rows.
+    Workers with no external row get nothing."""
+    addrs = list(assignment)
+    if not addrs:
+        return {}
+    visit = np.concatenate([np.asarray(assignment[a], np.int64) for a in addrs])
+    owner_of = np.concatenate([np.full(len(assignment[a]), i, np.int64) for i, a in enumerate(addrs)])
+    order = np.argsort(visit, kind="stable")
+    visit, owner_of = visit[order], owner_of[order]
+    at = _lookup(loc.chunks, visit)
+    if (at < 0).any():
+        raise QEngineError(f"crossmatch: chunk {int(loc.chunks[at < 0][0])} was assigned to no worker")
+    owner = owner_of[at]
+    out = {}
+    for i, addr in enumerate(addrs):
+        mine = owner == i
+        if not mine.any():
+            continue
+        wanted = np.zeros(ra.size, bool)
+        wanted[loc.rows[mine]] = True
+        sel = wanted[loc.crow]
+        x, cell = loc.crow[sel], loc.cell[sel]
+        share = {UPLOAD: pa.table({XID: pa.array(x), EXT_RA: pa.array(ra[x]), EXT_DEC: pa.array(dec[x]),
+                                   CELL: pa.array(cell)}),
+                 ZONES: zone_table(g, cell)}
+        if chunk_filter:
+            share[CHUNKS] = pa.table({"chunkId": pa.array(_distinct(loc.chunks[mine]).astype(np.int32))})
+        out[addr] = share
+    return out
 
 
 def visit_runs(all_chunks: np.ndarray, rows: np.ndarray, wanted: np.ndarray, max_runs: int) -> np.ndarray:
@@ -116,9 +178,10 @@ def visit_runs(all_chunks: np.ndarray, rows: np.ndarray, wanted: np.ndarray, max
 
 
 def _run_workers(czar: Czar, sql: str, assignment: dict[str, np.ndarray], shipped: dict[str, pa.Table],
-                 timeout: float) -> list[pa.RecordBatch]:
+                 timeout: float, shares: dict[str, dict[str, pa.Table]] | None = None) -> list[pa.RecordBatch]:
     """One query per worker, concurrently, each with the shipped rows of its own chunks (the
-    tables are sorted by chunkId); the first error cancels the others."""
+    tables are sorted by chunkId), or with ``shares``, each worker's own tables (a worker
+    without a share has nothing to do); the first error cancels the others."""
     clients = {w.address: w for w in czar.workers}
     qid = uuid.uuid4().hex
     out: queue.Queue = queue.Queue()
@@ -131,10 +194,13 @@ def _run_workers(czar: Czar, sql: str, assignment: dict[str, np.ndarray], shippe
         inside = np.isin(part.column("chunkId").to_numpy(), chunks)
         return part if inside.all() else part.filter(pa.array(inside))  # chunks not one run
 
-    shares = {a: {k: share(t, cs) for k, t in shipped.items()} for a, cs in assignment.items()}
-    # a worker given only chunks without external rows (gaps filled between runs) has nothing to do
-    if UPLOAD in shipped:
-        assignment = {a: cs for a, cs in assignment.items() if shares[a][UPLOAD].num_rows}
+    if shares is not None:
+        assignment = {a: cs for a, cs in assignment.items() if a in shares}
+    else:
+        shares = {a: {k: share(t, cs) for k, t in shipped.items()} for a, cs in assignment.items()}
+        # a worker given only chunks without external rows (gaps filled between runs) has nothing to do
+        if UPLOAD in shipped:
+            assignment = {a: cs for a, cs in assignment.items() if shares[a][UPLOAD].num_rows}
 
     def run(addr: str, chunks: np.ndarray) -> None:
         lane = "interactive" if chunks.size <= INTERACTIVE_MAX_CHUNKS else "scan"
@@ -200,22 +266,28 @@ def match_pairs(czar: Czar, job: MatchJob, ra: np.ndarray, dec: np.ndarray,
                 algorithm: MatchAlgorithm, timeout: float = 0.0) -> pa.Table:
     """The matched catalogue rows: ``XID`` (index into ra/dec), ``job.columns`` and ``SEP`` (deg)."""
     t0 = time.perf_counter()
-    chunks, shipped = _ship(job, ra, dec)
-    t1 = time.perf_counter()
+    g = grid_of(job)
+    loc = _locate(job, g, ra, dec)
+    chunks = _distinct(loc.chunks)
     if chunks.size == 0:
         return _empty_parts(job)
     all_chunks = job.table.chunk_array()
     runs = RUNS_PER_WORKER * max(1, len(czar.live_workers()))
     visit = visit_runs(all_chunks, job.table.chunk_row_weights(all_chunks), chunks, runs)
     assignment = czar._assign(SimpleNamespace(table=job.table, tables=[job.table], overlap_tables=[]), visit)
-    sql = algorithm.worker_sql(job)
-    batches = _run_workers(czar, sql, assignment, shipped, timeout)
+    chunk_filter = chunks.size < CHUNK_FILTER_SHARE * visit.size
+    shares = _shares(g, loc, assignment, ra, dec, chunk_filter)
+    t1 = time.perf_counter()
+    sql = algorithm.worker_sql(job, chunk_filter=chunk_filter)
+    batches = _run_workers(czar, sql, assignment, {}, timeout, shares=shares)
     t2 = time.perf_counter()
     parts = pa.Table.from_batches(batches) if batches else _empty_parts(job)
-    result = algorithm.combine(parts, job, czar._run_local)
-    log.info("crossmatch %s: %d external rows -> %d copies in %d chunks (%d visited) on %d workers; placed "
-             "in %.3f s, matched in %.3f s, %d pairs", algorithm.name, ra.size, shipped[UPLOAD].num_rows,
-             chunks.size, visit.size, len(assignment), t1 - t0, t2 - t1, result.num_rows)
+    result = algorithm.combine(parts, job, czar._run_local, ra.size)
+    log.info("crossmatch %s: %d external rows -> %d copies on %d workers, %d chunks (%d visited%s); placed "
+             "in %.3f s, matched in %.3f s, combined in %.3f s, %d pairs", algorithm.name, ra.size,
+             sum(t[UPLOAD].num_rows for t in shares.values()), len(shares), chunks.size, visit.size,
+             ", filtered by chunk" if chunk_filter else "", t1 - t0, t2 - t1, time.perf_counter() - t2,
+             result.num_rows)
     return result
 
 
@@ -235,20 +307,9 @@ def _assemble(external: pa.Table, pairs: pa.Table, cols: list[str], cat_id: str 
               names: list[str]) -> pa.Table:
     """The external rows with their pairs' ``cols`` (named ``names``) and separations in arcsec, by
     external row, then separation and id; ``outer``: unmatched external rows once, with NULLs.
-    Index arithmetic in numpy/Arrow: a DuckDB join and sort of ~10^6 rows took a second."""
-    xid = pairs.column(XID).to_numpy()
-    keys = [pairs.column(SEP).to_numpy(), xid]
-    if cat_id and cat_id in pairs.column_names:
-        keys.insert(0, pairs.column(cat_id).to_numpy(zero_copy_only=False))
-    order = np.lexsort(keys)
-    rows, take = xid[order], order
-    if outer:
-        lonely = np.setdiff1d(np.arange(external.num_rows, dtype=np.int64), xid)
-        rows = np.concatenate([rows, lonely])
-        take = np.concatenate([take, np.full(lonely.size, -1, np.int64)])
-        by_row = np.argsort(rows, kind="stable")  # each row's pairs keep their order
-        rows, take = rows[by_row], take[by_row]
-    picks = pa.array(take, mask=take < 0)
+    Index arithmetic in numpy/Arrow (a DuckDB join and sort of ~10^6 rows took a second)."""
+    rows, take = pair_order(pairs, cat_id, external.num_rows, outer=outer)
+    picks = pa.array(take, mask=take < 0) if outer else pa.array(take)
     out = external.take(pa.array(rows))
     for c, name in zip(cols, names):
         out = out.append_column(name, pairs.column(c).take(picks))

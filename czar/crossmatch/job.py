@@ -6,12 +6,13 @@ from dataclasses import dataclass, field
 
 from czar.metadata import TableInfo
 
-__all__ = ["SEP", "UPLOAD", "XID", "ZONES", "MatchJob", "quote"]
+__all__ = ["CHUNKS", "SEP", "UPLOAD", "XID", "ZONES", "MatchJob", "quote"]
 
 XID = "__xm_xid"      # the external row's index, carried through the worker and back
 SEP = "__xm_sep"      # separation in degrees, computed in the worker
 UPLOAD = "__xm"       # the name the external rows are shipped under (TAP_UPLOAD.__xm)
-ZONES = "__xm_zones"  # the (chunk, zone) pairs they occupy, with the zones' binning
+ZONES = "__xm_zones"  # the zones they occupy, with the zones' binning
+CHUNKS = "__xm_chunks"  # the worker's chunks with external rows (sent when it visits many without)
 
 
 def quote(name: str) -> str:
