@@ -58,21 +58,24 @@ class Plan:
     def merge_sql(self) -> str:
         """DuckDB SQL over __parts (translated on first use)."""
         if not isinstance(self.merge, str):
-            self.merge = to_duckdb(self.merge, copy=False)  # the plan's own tree
+            self.merge = to_duckdb(self.merge, copy=False, normalized=True)  # the plan's own tree
         return self.merge
 
     def placeholder(self) -> str:
         return "{{" + f"{self.table.database}.{self.table.name}" + "}}" if self.table else ""
 
 
-def _refuse_unsupported(tree: exp.Select) -> None:
+def _refuse_unsupported(tree: exp.Select, nodes: list[exp.Expression] | None = None) -> None:
+    """``nodes``: ``list(tree.walk())``, when the caller has it (one walk for several rules)."""
     if tree.args.get("with"):
         raise QueryError("WITH (common table expressions) is not supported yet")
-    for node in tree.find_all(exp.Subquery, exp.Exists):
-        raise QueryError("subqueries are not supported yet", token=node.sql()[:40])
-    for node in tree.find_all(exp.In):
-        if node.args.get("query"):
-            raise QueryError("IN (SELECT ...) is not supported yet")
+    in_query = False
+    for node in tree.walk() if nodes is None else nodes:
+        if isinstance(node, (exp.Subquery, exp.Exists)):
+            raise QueryError("subqueries are not supported yet", token=node.sql()[:40])
+        in_query = in_query or (isinstance(node, exp.In) and bool(node.args.get("query")))
+    if in_query:  # after every subquery: the message for those comes first
+        raise QueryError("IN (SELECT ...) is not supported yet")
 
 
 @dataclass
@@ -171,10 +174,10 @@ def _check_co_location(tree: exp.Select, refs: list[_Ref]) -> None:
                          "predicate: a near-neighbour join)")
 
 
-def _check_columns(tree: exp.Select, refs: list[_Ref]) -> None:
+def _check_columns(tree: exp.Select, refs: list[_Ref], nodes: list[exp.Expression] | None = None) -> None:
     aliases = {e.alias.lower() for e in tree.expressions if isinstance(e, exp.Alias)}
     using = {u.name.lower() for j in tree.args.get("joins") or [] for u in j.args.get("using") or []}
-    for col in tree.find_all(exp.Column):
+    for col in tree.find_all(exp.Column) if nodes is None else _of_type(nodes, exp.Column):
         if isinstance(col.this, exp.Star):
             continue
         if col.table:
@@ -199,11 +202,18 @@ def _check_columns(tree: exp.Select, refs: list[_Ref]) -> None:
                          + (f" (did you mean {', '.join(hint)}?)" if hint else ""), token=col.name)
 
 
-def _columns_read(tree: exp.Select, refs: list[_Ref]) -> dict[int, set[str] | None]:
+def _of_type(nodes: list[exp.Expression], cls: type) -> list:
+    """``tree.find_all(cls)`` over ``list(tree.walk())``, in the same order."""
+    return [n for n in nodes if isinstance(n, cls)]
+
+
+def _columns_read(tree: exp.Select, refs: list[_Ref],
+                  nodes: list[exp.Expression] | None = None) -> dict[int, set[str] | None]:
     """The catalogue columns the query reads from each table occurrence (None: all of them,
-    as for ``*``), so that workers read only those."""
+    as for ``*``), so that workers read only those. ``nodes``: ``list(tree.walk())``."""
+    nodes = list(tree.walk()) if nodes is None else nodes
     out: dict[int, set[str] | None] = {id(r): set() for r in refs}
-    for star in tree.find_all(exp.Star):
+    for star in _of_type(nodes, exp.Star):
         parent = star.parent
         if isinstance(parent, exp.Count):
             continue
@@ -211,7 +221,7 @@ def _columns_read(tree: exp.Select, refs: list[_Ref]) -> dict[int, set[str] | No
             if isinstance(parent, exp.Column) and parent.table else None
         for r in ([ref] if ref is not None else refs):
             out[id(r)] = None
-    for col in tree.find_all(exp.Column):
+    for col in _of_type(nodes, exp.Column):
         if isinstance(col.this, exp.Star):
             continue
         ref = _ref_of(col, refs)
@@ -456,9 +466,10 @@ def plan_query(sql: str, metadata: Metadata, *, lang: str = "adql", database: st
     written = _written_items(tree)  # the select list as written, for metadata
     if maxrec is not None:
         _cap_limit(tree, maxrec)
-    _refuse_unsupported(tree)
+    nodes = list(tree.walk())  # one walk for the checks (they do not change the tree)
+    _refuse_unsupported(tree, nodes)
     refs = _table_refs(tree, metadata, database)
-    _check_columns(tree, refs)
+    _check_columns(tree, refs, nodes)
     mj = _match_join(tree, refs)
     nn = _neighbour_join(tree, refs) if mj is None else None
     if nn is None and mj is None:
@@ -516,7 +527,8 @@ def plan_query(sql: str, metadata: Metadata, *, lang: str = "adql", database: st
         _expand_match_star(tree, refs, refs[mj.match], mj.columns.flag)
     elif any(r.info.partitioned for r in refs):
         _expand_star(tree, info if info.partitioned else parts[0].info, (neighbour.CELL,) if nn else ())
-    read = _columns_read(tree, refs)
+    nodes = list(tree.walk())  # the rewritten tree: one walk for the columns read and qualified
+    read = _columns_read(tree, refs, nodes)
     placeholders, table_placeholders = {}, {}
     for i, r in enumerate(refs):
         marker = f"__qengine_table_{i}__"
@@ -543,7 +555,8 @@ def plan_query(sql: str, metadata: Metadata, *, lang: str = "adql", database: st
         table_placeholders[overlap_ph] = far.info
         placeholders[f"__qengine_table_{i}__"] = match.sides_sql(data_ph, overlap_ph)
     # Column qualifiers naming the database or the table (db.table.col) become the alias.
-    for col in tree.find_all(exp.Column):
+    # (no column was added since the walk above, but for a near-neighbour join's condition)
+    for col in tree.find_all(exp.Column) if nn is not None else _of_type(nodes, exp.Column):
         if col.args.get("db"):
             col.set("db", None)
         if col.table:
@@ -553,12 +566,13 @@ def plan_query(sql: str, metadata: Metadata, *, lang: str = "adql", database: st
 
     sp = split(tree, PARTS, source=sql, local_keys=_local_group_keys(tree, refs) if not (nn or mp) else None,
                copy=False)  # the tree is this plan's own: split may take its clauses over
-    worker_sql = to_duckdb(sp.worker, copy=False)  # split's trees are its own: translate in place
+    # split's trees are its own (translated in place), made of the parsed (normal) tree's nodes
+    worker_sql = to_duckdb(sp.worker, copy=False, normalized=True)
     for marker, ph in placeholders.items():
         worker_sql = worker_sql.replace(f'"{marker}"', ph).replace(marker, ph)
     # A merge that only renames (sp.rename) is done without DuckDB, so its SQL is written only
     # if asked for (explain); any other merge is translated now, so that errors come at planning.
-    merge = sp.merge if sp.rename is not None else to_duckdb(sp.merge, copy=False)
+    merge = sp.merge if sp.rename is not None else to_duckdb(sp.merge, copy=False, normalized=True)
     meta = _column_meta(written, refs)
     return Plan(sql=sql, lang=lang, table=info, chunks=chunks, worker_sql=worker_sql, merge=merge,
                 worker_limit=sp.worker_limit, merge_needs_all=sp.merge_needs_all, regions=regions,

@@ -273,8 +273,9 @@ def _token_checks(sql: str, toks: list, adql: bool) -> None:
                                        token=at.text if at else None)
 
 
-def _tree_checks(tree: exp.Expression, sql: str) -> None:
-    for node in tree.walk():
+def _tree_checks(nodes, sql: str) -> None:
+    """``nodes``: the tree's nodes in ``walk()`` order (a list: the sandbox checks them too)."""
+    for node in nodes:
         if isinstance(node, _REFUSED_NODES):
             raise QueryError(_REFUSED, token=node.key.upper(), **_meta_pos(node))
         if isinstance(node, exp.Table) and isinstance(node.this, exp.Func):
@@ -326,11 +327,21 @@ def _check_characters(sql: str) -> None:
                                line=line, column=col)
 
 
-def _check_depth(tree: exp.Expression, sql: str) -> None:
-    """Refuse trees deeper than MAX_DEPTH (iteratively: a deep tree must not crash the check)."""
+def _check_depth(tree: exp.Expression, sql: str, fix_positions: bool = False) -> None:
+    """Refuse trees deeper than MAX_DEPTH (iteratively: a deep tree must not crash the check).
+    ``fix_positions``: also :func:`_fix_positions`, in the same pass over the tree (each
+    node's own position is fixed before its depth is checked)."""
     stack = [(tree, 1)]
+    single_line = "\n" not in sql
     while stack:
         node, depth = stack.pop()
+        if fix_positions:
+            meta = getattr(node, "_meta", None)  # don't create a meta dict per node
+            if meta and "start" in meta:
+                if single_line:  # _line_col without scanning the text
+                    meta["line"], meta["col"] = 1, max(0, min(meta["start"], len(sql))) + 1
+                else:
+                    meta["line"], meta["col"] = _line_col(sql, meta["start"])
         if depth > MAX_DEPTH:
             meta = getattr(node, "_meta", None) or {}
             where = {"line": meta["line"], "column": meta["col"]} if "line" in meta else \
@@ -397,13 +408,13 @@ def parse(sql: str, lang: str = "adql") -> exp.Expression:
         raise QueryError("only one statement is allowed: remove everything after the first ';'",
                          line=line, column=col, token=after.text)
     tree = statements[0]
-    _fix_positions(tree, sql)
-    _check_depth(tree, sql)
+    _check_depth(tree, sql, fix_positions=True)  # one pass for both: each walk costs
     tree = _unwrap(tree)
     if not isinstance(tree, exp.Query):
         raise QueryError(_REFUSED, token=tree.key.upper())
-    _tree_checks(tree, sql)
-    _sandbox.check_query(tree, sql)  # the function allow-list (czar/sandbox.py)
+    nodes = list(tree.walk())  # one walk for both checks
+    _tree_checks(nodes, sql)
+    _sandbox.check_query(tree, sql, nodes=nodes)  # the function allow-list (czar/sandbox.py)
     if dialect_cls is ADQL:
         normalize_geometry(tree)
     normalize_qserv(tree, mysql=dialect_cls is Qserv)

@@ -407,14 +407,18 @@ def _name_geometry_columns(tree: exp.Expression) -> None:
                 proj.replace(exp.alias_(proj.copy(), proj.name.lower()))
 
 
-def to_duckdb(expr: exp.Expression, *, copy: bool = True) -> str:
+def to_duckdb(expr: exp.Expression, *, copy: bool = True, normalized: bool = False) -> str:
     """DuckDB SQL for a tree produced by :func:`czar.dialects.parse` (see module doc).
 
     ``copy=False`` lets the translation rewrite ``expr`` in place (for callers that own it:
-    copying a tree costs about as much as translating it)."""
+    copying a tree costs about as much as translating it). ``normalized=True``: the geometry
+    calls are in parse's normal form already (a parsed tree as the planner rewrote it), so
+    :func:`normalize_geometry` (a walk over the tree) is skipped."""
     if not isinstance(expr, exp.Expression):
         raise TypeError(f"to_duckdb needs a sqlglot expression, got {type(expr).__name__}")
-    tree = normalize_geometry(expr.copy() if copy else expr)
+    tree = expr.copy() if copy else expr
+    if not normalized:
+        tree = normalize_geometry(tree)
     _name_geometry_columns(tree)
     tree = _rewrite(tree)
     _boolean_contexts(tree)
