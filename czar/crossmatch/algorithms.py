@@ -17,7 +17,7 @@ from typing import ClassVar
 import numpy as np
 import pyarrow as pa
 
-from czar.crossmatch.cells import CELL, Grid, grid_for, own_cells_sql
+from czar.crossmatch.cells import CELL, Grid, _lit, grid_for, own_cells_sql
 from czar.crossmatch.job import CHUNKS, SEP, UPLOAD, XID, ZONES, MatchJob, quote
 from czar.crossmatch.limits import reach
 
@@ -26,6 +26,9 @@ __all__ = ["ALGORITHMS", "AllMatches", "MatchAlgorithm", "NearestMatch", "catalo
 
 RunLocal = Callable[[str, dict[str, pa.Table]], pa.Table]
 _SKY_DEG2 = 4 * math.pi * (180 / math.pi) ** 2
+_RAD = _lit(math.pi / 180.0)          # as qengine.sqlfuncs writes them
+_HALF_RAD = _lit(0.5 * math.pi / 180.0)
+_TWO_DEG = _lit(2.0 * 180.0 / math.pi)
 FEW_PAIRS = 2.0   # expected matches per external row (densest chunks) up to which workers send all pairs
 
 
@@ -100,11 +103,34 @@ class AllMatches(MatchAlgorithm):
         e, c = quote(job.ext_alias), quote(job.cat_alias)
         cat_side = own_cells_sql(cat, quote(job.cat_ra), quote(job.cat_dec), g, f"{{{{TAP_UPLOAD.{ZONES}}}}}",
                                  f"{{{{TAP_UPLOAD.{CHUNKS}}}}}" if chunk_filter else None)
-        select = ", ".join([f"{e}.{XID} AS {XID}"] + [f"{c}.{quote(n)} AS {quote(n)}" for n in job.columns]
-                           + [f"{job.separation()} AS {SEP}"])
+        join = f"FROM {{{{TAP_UPLOAD.{UPLOAD}}}}} AS {e} JOIN ({cat_side}) AS {c} ON {e}.{CELL} = {c}.{CELL}"
+        cols = [f"{c}.{quote(n)} AS {quote(n)}" for n in job.columns]
+        if job.predicate is None and job.radius < 90.0:
+            return self._within_radius_sql(job, join, cols)
+        select = ", ".join([f"{e}.{XID} AS {XID}", *cols, f"{job.separation()} AS {SEP}"])
         where = " AND ".join([f"({job.match_condition()})"] + [f"({p})" for p in job.pushed])
-        return (f"SELECT {select} FROM {{{{TAP_UPLOAD.{UPLOAD}}}}} AS {e} JOIN ({cat_side}) AS {c} "
-                f"ON {e}.{CELL} = {c}.{CELL} WHERE {where}")
+        return f"SELECT {select} {join} WHERE {where}"
+
+    @staticmethod
+    def _within_radius_sql(job: MatchJob, join: str, cols: list[str]) -> str:
+        """Pairs within ``job.radius``: the haversine of each candidate computed once, for the test
+        and the separation (``qe_in_circle`` and ``qe_distance`` each compute it, in CASEs that
+        check what holds here: shipped positions are valid, catalogue rows finite). The same
+        expressions as those macros (:mod:`qengine.sqlfuncs`), so the same pairs to the bit, and
+        the separation of their small-angle branch, which applies within 90 degrees."""
+        e, c = quote(job.ext_alias), quote(job.cat_alias)
+        ra1, dec1 = f"{e}.{quote(job.ext_ra)}", f"{e}.{quote(job.ext_dec)}"
+        ra2, dec2 = f"{c}.{quote(job.cat_ra)}", f"{c}.{quote(job.cat_dec)}"
+        dra = f"(({ra2} - {ra1}) - 360.0e0 * round(({ra2} - {ra1}) / 360.0e0))"
+        hav = (f"pow(sin(({dec2} - {dec1}) * {_HALF_RAD}), 2) + cos({dec1} * {_RAD}) * cos({dec2} * {_RAD}) * "
+               f"pow(sin({dra} * {_HALF_RAD}), 2)")
+        r = _lit(job.radius)
+        where = " AND ".join([f"abs({dec2} - {dec1}) <= {r}", f"{dec2} BETWEEN -90.0e0 AND 90.0e0"]
+                             + [f"({p})" for p in job.pushed])
+        inner = ", ".join([f"{e}.{XID} AS {XID}", *cols, f"{hav} AS __xm_h"])
+        outer = ", ".join([XID, *[quote(n) for n in job.columns], f"{_TWO_DEG} * asin(sqrt(__xm_h)) AS {SEP}"])
+        return (f"SELECT {outer} FROM (SELECT {inner} {join} WHERE {where}) AS __xm_p "
+                f"WHERE __xm_h <= pow(sin({r} * {_HALF_RAD}), 2)")
 
     def combine(self, parts: pa.Table, job: MatchJob, run_local: RunLocal, n: int) -> pa.Table:
         return parts  # each pair is found once: in the catalogue row's own chunk, on one worker
