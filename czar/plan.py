@@ -492,7 +492,7 @@ def plan_query(sql: str, metadata: Metadata, *, lang: str = "adql", database: st
     elif director is not None:
         d = director.info.manifest
         sr = spatial_restriction(tree, d.ra_column, d.dec_column, director.qualifiers,
-                                 alias=director.node.alias or None, copy=False)
+                                 alias=director.node.alias or None, copy=False, nodes=nodes)
         tree = sr.select
         if nn is not None:  # o2 restricted: the pairs' o1 rows lie within the radius of its regions
             far = refs[nn.far]

@@ -335,7 +335,10 @@ def _rewrite_node(node: exp.Expression) -> exp.Expression:
 
 
 def _rewrite(node: exp.Expression) -> exp.Expression:
-    """Post-order rewrite (children first)."""
+    """Post-order rewrite (children first); a SELECT's geometry columns are named first
+    (:func:`_name_projections`), in the same pass."""
+    if isinstance(node, exp.Select):
+        _name_projections(node)
     for key, value in list(node.args.items()):
         if isinstance(value, exp.Expression):
             new = _rewrite(value)
@@ -362,8 +365,9 @@ def _as_bool(node: exp.Expression | None) -> exp.Expression | None:
     return node
 
 
-def _boolean_contexts(tree: exp.Expression) -> None:
-    for node in list(tree.walk()):
+def _boolean_contexts(tree: exp.Expression, nodes: list[exp.Expression] | None = None) -> None:
+    """``nodes``: ``list(tree.walk())`` when the caller has it."""
+    for node in list(tree.walk()) if nodes is None else nodes:
         if isinstance(node, (exp.Where, exp.Having, exp.Qualify, exp.If)):
             node.set("this", _as_bool(node.this))
         elif isinstance(node, exp.Join) and node.args.get("on") is not None:
@@ -379,6 +383,9 @@ def _in_select_list(node: exp.Expression) -> bool:
             return child.arg_key == "expressions"
         child, parent = parent, parent.parent
     return False
+
+
+_GEOMETRY_NAMES = frozenset(GEOMETRY_VALUES) | frozenset(GEOMETRY_FUNCTIONS)
 
 
 def _check_leftovers(tree: exp.Expression) -> None:
@@ -398,13 +405,15 @@ def _check_leftovers(tree: exp.Expression) -> None:
 _NAMED = ("CONTAINS", "INTERSECTS", "DISTANCE", "AREA", "COORD1", "COORD2", "COORDSYS")
 
 
-def _name_geometry_columns(tree: exp.Expression) -> None:
+def _name_projections(select: exp.Select) -> None:
     """An unaliased geometry function in a SELECT list is named after the function
-    (``distance``), as PostgreSQL-based TAP services do, not after its translation."""
-    for select in list(tree.find_all(exp.Select)):
-        for proj in list(select.expressions):
-            if _name(proj) in _NAMED:
-                proj.replace(exp.alias_(proj.copy(), proj.name.lower()))
+    (``distance``), as PostgreSQL-based TAP services do, not after its translation. In place
+    (the tree is to_duckdb's own: the call moves under its alias, uncopied)."""
+    projs = select.expressions
+    if any(_name(p) in _NAMED for p in projs):
+        select.set("expressions", [exp.alias_(p, p.name.lower(), copy=False) if _name(p) in _NAMED else p
+                                   for p in projs])
+
 
 
 def to_duckdb(expr: exp.Expression, *, copy: bool = True, normalized: bool = False) -> str:
@@ -419,10 +428,13 @@ def to_duckdb(expr: exp.Expression, *, copy: bool = True, normalized: bool = Fal
     tree = expr.copy() if copy else expr
     if not normalized:
         tree = normalize_geometry(tree)
-    _name_geometry_columns(tree)
-    tree = _rewrite(tree)
-    _boolean_contexts(tree)
-    _check_leftovers(tree)
+    tree = _rewrite(tree)  # names the geometry columns too
+    nodes = list(tree.walk())
+    _boolean_contexts(tree, nodes)
+    # _boolean_contexts only unwraps CASTs: a geometry call left over is among these nodes. The
+    # check walks the tree again only then, to report the one it always reported.
+    if any(_name(n) in _GEOMETRY_NAMES for n in nodes):
+        _check_leftovers(tree)
     try:
         # the tree is this function's own (copied above or given away): no copy in the generator
         return tree.sql(dialect="duckdb", copy=False, unsupported_level=ErrorLevel.RAISE, comments=False,

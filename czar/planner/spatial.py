@@ -193,9 +193,12 @@ def _conjuncts(node: exp.Expression | None) -> list[exp.Expression]:
 
 
 def spatial_restriction(select: exp.Select, ra_column: str, dec_column: str,
-                        qualifiers: set[str], alias: str | None = None, copy: bool = True) -> SpatialResult:
+                        qualifiers: set[str], alias: str | None = None, copy: bool = True,
+                        nodes: list[exp.Expression] | None = None) -> SpatialResult:
     """Regions the WHERE clause confines (ra_column, dec_column) to, and the rewritten query
-    (``copy=False``: ``select`` itself, rewritten in place, for a caller that owns it)."""
+    (``copy=False``: ``select`` itself, rewritten in place, for a caller that owns it).
+    ``nodes``: ``list(select.walk())`` when the caller has it: the rewritten query is then
+    searched for areaspec calls left over only if ``select`` had one."""
     where = select.args.get("where")
     if where is None:
         return SpatialResult(select, [])
@@ -210,6 +213,9 @@ def spatial_restriction(select: exp.Select, ra_column: str, dec_column: str,
     out = select.copy() if copy else select
     out.set("where", exp.Where(this=exp.and_(*parts, copy=copy)) if parts else None)
     # areaspec calls nested anywhere else (e.g. under OR) cannot be rewritten safely.
+    if nodes is not None and not any(isinstance(n, exp.Anonymous) and n.name.lower() in _AREASPEC_TO_SCISQL
+                                     for n in nodes):
+        return SpatialResult(out, regions)  # none before: none left
     for node in out.find_all(exp.Anonymous):
         if node.name.lower() in _AREASPEC_TO_SCISQL:
             raise QueryError(f"{node.name.lower()} must be a top-level condition of WHERE (joined with AND)",
