@@ -11,6 +11,8 @@ import logging
 import sys
 from dataclasses import dataclass
 
+from qengine.alloc import tune_for_large_messages
+
 from qengine.errors import QEngineError
 
 log = logging.getLogger("qengine")
@@ -170,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    # Every qengine process moves large result messages (workers, czar, query, bench).
+    tune_for_large_messages()
     try:
         return int(args.func(args) or 0)
     except QEngineError as exc:

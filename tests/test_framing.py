@@ -29,3 +29,27 @@ def test_ordinary_messages_pass_both_ways():
     with_schema = pb.ResultBatch(arrow_ipc=b"abc", last=True, rows_total=0)
     view, msg = deframe_result(with_schema.SerializeToString())
     assert bytes(view) == b"abc" and msg.last and msg.rows_total == 0
+
+
+@given(rows=st.integers(0, 3000), seed=st.integers(0, 2**31))
+def test_record_batches_framed_in_place_read_back(rows, seed):
+    import numpy as np
+
+    from qengine.proto.framing import frame_record_batch
+
+    rng = np.random.default_rng(seed)
+    batch = pa.record_batch({
+        "id": pa.array(rng.integers(-2**62, 2**62, rows)),
+        "x": pa.array(rng.random(rows)),
+        "s": pa.array([None if i % 7 == 0 else "v" * (i % 13) for i in range(rows)]),
+        "b": pa.array(rng.random(rows) < 0.5),
+    })
+    framed = frame_record_batch(batch)
+    assert type(framed) is bytes
+    msg = pb.ResultBatch.FromString(framed)
+    assert msg.rows == rows and not msg.last
+    assert pa.ipc.open_stream(pa.py_buffer(msg.arrow_ipc)).read_all().equals(pa.Table.from_batches([batch]))
+    view, rest = deframe_result(framed)
+    assert rest.rows == rows
+    assert pa.ipc.open_stream(pa.py_buffer(view)).read_all().equals(pa.Table.from_batches([batch]))
+    assert hash(framed) == hash(bytes(framed))  # an ordinary, hashable bytes object

@@ -21,7 +21,7 @@ from qengine import __version__
 from qengine.proto import worker_pb2 as pb
 from qengine.proto import worker_pb2_grpc as pb_grpc
 from qengine.prefetch import prefetch
-from qengine.proto.framing import frame_batch, serialize_result
+from qengine.proto.framing import frame_record_batch, serialize_result
 from worker.executor import Executor, QueryError, QueryRequest, QueryStats
 from worker.inventory import Inventory
 
@@ -116,7 +116,7 @@ class WorkerService(pb_grpc.WorkerServicer):
         with self._slots:
             try:
                 schema = None
-                encoded = ((b, frame_batch(_ipc_buffer(b, b.schema), b.num_rows))
+                encoded = ((b, frame_record_batch(b))
                            for b in self.executor.execute(req, stats))
                 # DuckDB and IPC encoding run ahead of the gRPC send (qengine/prefetch.py)
                 for batch, framed in prefetch(lambda: encoded, join_timeout=5.0):

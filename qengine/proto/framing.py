@@ -9,11 +9,14 @@ wire format is unchanged: generated stubs read these messages as usual.
 """
 from __future__ import annotations
 
+import ctypes
+import sys
+
 import pyarrow as pa
 
 from qengine.proto import worker_pb2 as pb
 
-__all__ = ["frame_batch", "serialize_result", "deframe_result"]
+__all__ = ["frame_batch", "frame_record_batch", "serialize_result", "deframe_result"]
 
 _IPC_TAG = 0x0A  # field 1 (arrow_ipc), wire type 2 (length-delimited)
 _ROWS_TAG = 0x10  # field 2 (rows), wire type 0 (varint)
@@ -35,6 +38,59 @@ def frame_batch(ipc: pa.Buffer, rows: int) -> bytes:
     """The encoded ResultBatch(arrow_ipc=ipc, rows=rows), copying ``ipc`` once."""
     return b"".join((bytes((_IPC_TAG,)), _varint(ipc.size), memoryview(ipc),
                      bytes((_ROWS_TAG,)), _varint(rows)))
+
+
+def _writable_bytes_cpython(n: int) -> tuple[bytes, pa.Buffer]:
+    # A new, not yet shared bytes object is written in place, as C code does after
+    # PyBytes_FromStringAndSize(NULL, n): the payload is then copied once, not three times.
+    obj = _PyBytes_FromStringAndSize(None, n)
+    view = (ctypes.c_char * n).from_address(id(obj) + _BYTES_DATA_OFFSET)
+    return obj, pa.py_buffer(memoryview(view).cast("B"))
+
+
+def _writable_bytes_copying(n: int) -> tuple[bytearray, pa.Buffer]:
+    out = bytearray(n)
+    return out, pa.py_buffer(out)
+
+
+def _probe() -> bool:
+    try:
+        obj, buf = _writable_bytes_cpython(16)
+        pa.FixedSizeBufferWriter(buf).write(b"0123456789abcdef")
+        return obj == b"0123456789abcdef" and type(obj) is bytes
+    except Exception:  # noqa: BLE001 - not CPython as expected: copy instead
+        return False
+
+
+if sys.implementation.name == "cpython":
+    _PyBytes_FromStringAndSize = ctypes.pythonapi.PyBytes_FromStringAndSize
+    _PyBytes_FromStringAndSize.restype = ctypes.py_object
+    _PyBytes_FromStringAndSize.argtypes = (ctypes.c_char_p, ctypes.c_ssize_t)
+    _BYTES_DATA_OFFSET = bytes.__basicsize__ - 1
+_IN_PLACE = sys.implementation.name == "cpython" and _probe()
+
+
+def frame_record_batch(batch: pa.RecordBatch) -> bytes:
+    """The encoded ResultBatch(arrow_ipc=<IPC stream of batch>, rows=batch.num_rows).
+
+    The IPC stream is written straight into the message (its size measured first with a mock
+    stream), so the batch's data is copied once between DuckDB's Arrow and gRPC."""
+    mock = pa.MockOutputStream()
+    with pa.ipc.new_stream(mock, batch.schema) as w:
+        w.write_batch(batch)
+    size = mock.size()
+    head = bytes((_IPC_TAG,)) + _varint(size)
+    tail = bytes((_ROWS_TAG,)) + _varint(batch.num_rows)
+    total = len(head) + size + len(tail)
+    obj, buf = (_writable_bytes_cpython if _IN_PLACE else _writable_bytes_copying)(total)
+    sink = pa.FixedSizeBufferWriter(buf)
+    sink.write(head)
+    with pa.ipc.new_stream(sink, batch.schema) as w:
+        w.write_batch(batch)
+    sink.write(tail)
+    if sink.tell() != total:  # the mock and the real stream disagree: never silently truncate
+        raise RuntimeError(f"IPC size changed while framing ({sink.tell()} != {total})")
+    return obj if type(obj) is bytes else bytes(obj)
 
 
 def serialize_result(msg: "bytes | pb.ResultBatch") -> bytes:
