@@ -42,8 +42,8 @@ def needs_steps(tree: exp.Expression) -> bool:
     """Whether ``tree`` is more than one plain SELECT over tables."""
     if not isinstance(tree, exp.Select) or tree.args.get("with_"):
         return True
-    return any(True for _ in tree.find_all(exp.Subquery, exp.Exists)) or \
-        any(n.args.get("query") is not None for n in tree.find_all(exp.In))
+    return any(isinstance(n, (exp.Subquery, exp.Exists)) or (isinstance(n, exp.In) and n.args.get("query") is not None)
+               for n in tree.walk())  # one walk: every query goes through here
 
 
 @dataclass

@@ -717,6 +717,7 @@ def _empty_table(info: TableInfo) -> pa.Table:
 
 def _with_metadata(table: pa.Table, plan: Plan) -> pa.Table:
     fields = []
+    changed = False
     for f in table.schema:
         c = plan.column_meta.get(f.name)
         if c is None:
@@ -724,4 +725,11 @@ def _with_metadata(table: pa.Table, plan: Plan) -> pa.Table:
             continue
         md = {k: str(c[k]) for k in ("unit", "ucd", "description") if c.get(k)}
         fields.append(f.with_metadata(md) if md else f)
-    return table.cast(pa.schema(fields, metadata=table.schema.metadata))
+        changed = changed or bool(md)
+    if not changed:
+        return table
+    schema = pa.schema(fields, metadata=table.schema.metadata)
+    if table.num_columns == 0:
+        return table.cast(schema)
+    # the same columns under a schema with field metadata: no cast (3x the CPU of a cone's merge)
+    return pa.Table.from_arrays(table.columns, schema=schema)

@@ -231,7 +231,8 @@ def _x(sql: str, **columns: str) -> exp.Expr:
 
 
 def _col(name: str) -> exp.Column:
-    return exp.column(exp.to_identifier(name, quoted=True))
+    """``exp.column(exp.to_identifier(name, quoted=True))``, without its copy of the identifier."""
+    return exp.Column(this=exp.to_identifier(name, quoted=True))
 
 
 def _unparen(e: exp.Expr) -> exp.Expr:
@@ -399,8 +400,14 @@ def _table_template(name: str) -> exp.Table:
 
 
 def _table(name: str) -> exp.Table:
-    """``exp.to_table(name)``, parsed once per name (parsing costs more than a copy)."""
+    """``exp.to_table(name)``: a plain name built directly, others parsed once per name (parsing
+    costs more than a copy)."""
+    if _PLAIN_NAME.match(name):
+        return exp.Table(this=exp.to_identifier(name))
     return _table_template(name).copy()
+
+
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 def _set_limits(select: exp.Select, limit: int | None, offset: int) -> None:
@@ -749,7 +756,7 @@ def _plain(select: exp.Select, parts_table: str, namer: _Namer, limit: int | Non
     projections = list(select.expressions)
     star_mode = any(_is_star(p) for p in projections)
     distinct = select.args.get("distinct") is not None
-    known = _known_columns(select)
+    known: set[str] | None = None  # computed when an ORDER BY term needs it (rarely)
     aliases = _alias_map(select)
 
     worker_items: list[exp.Expr] = []
@@ -793,6 +800,7 @@ def _plain(select: exp.Select, parts_table: str, namer: _Namer, limit: int | Non
             if name is not None and name in aliases:
                 expr = projections[aliases[name]].unalias().copy()
             else:
+                known = _known_columns(select) if known is None else known
                 expr = _substitute_aliases(key, select, known)
             h = f"_qe_o{len(hidden)}"
             hidden.append(h)
@@ -832,9 +840,9 @@ def _plain(select: exp.Select, parts_table: str, namer: _Namer, limit: int | Non
         # the star's columns keep their names; the other items are renamed in place
         star = exp.Star(except_=[_col(h) for h in hidden] or None,
                         rename=merge_items or None)
-        merge = exp.Select().select(star, copy=False).from_(source_from, copy=False)
+        merge = exp.Select(expressions=[star]).from_(source_from, copy=False)
     else:
-        merge = exp.Select().select(*merge_items, copy=False).from_(source_from, copy=False)
+        merge = exp.Select(expressions=merge_items).from_(source_from, copy=False)
     if merge_distinct:
         merge = merge.distinct(copy=False)
     if merge_order:
