@@ -193,6 +193,59 @@ def test_parallel_placement_equals_serial(cluster, monkeypatch):
     assert list(empty) == ["w0"] and CHUNKS not in empty["w0"]
 
 
+def test_within_radius_sql_equals_macros(cluster):
+    """The workers' within-radius query (one haversine per candidate, for the test and the
+    separation) finds exactly the pairs of the ``qe_in_circle`` macro, with ``qe_distance``'s
+    separations (chunk edges, poles and RA 0/360 included)."""
+    from czar.crossmatch.algorithms import AllMatches
+    from czar.crossmatch.detect import EXT_DEC, EXT_RA
+    from czar.crossmatch.execute import match_pairs
+    from czar.crossmatch.job import SEP, XID, MatchJob
+
+    qe, tables, _ = cluster
+    obj, _ = _catalogue(tables)
+    ext = _external(obj, 13, 1500, 0.2)
+    ra = np.concatenate([ext["ra"].to_numpy(), [0.0, 359.9999, 180.0, 45.0, 10.0]])
+    dec = np.concatenate([ext["dec"].to_numpy(), [89.95, -89.95, 90.0, -90.0, 89.999]])
+    info = qe.czar.metadata.resolve(DB, "Object", None)
+    jobs = [MatchJob(table=info, radius=0.2, ext_ra=EXT_RA, ext_dec=EXT_DEC, columns=["objectId"]) for _ in "ab"]
+    jobs[1].predicate = jobs[1].match_condition()  # the macro, as the SQL forms ship it
+    sqls = [AllMatches().worker_sql(j) for j in jobs]
+    assert "qe_in_circle" not in sqls[0] and "qe_distance" not in sqls[0] and "qe_in_circle" in sqls[1]
+    got = []
+    for job in jobs:
+        t = match_pairs(qe.czar, job, ra, dec, AllMatches())
+        got.append(dict(zip(zip(t[XID].to_pylist(), t["objectId"].to_pylist()), t[SEP].to_pylist())))
+    assert len(got[0]) > 500 and got[0].keys() == got[1].keys()
+    assert max(abs(got[0][k] - got[1][k]) for k in got[0]) <= 1e-12
+    assert any(abs(dec[x]) > 89.9 for x, _ in got[0])
+
+
+def test_pair_order_by_counting():
+    """Pairs ordered by external row, separation, id and position (ties included), with and
+    without unmatched rows: as one lexsort of them all."""
+    from czar.crossmatch.algorithms import pair_order
+    from czar.crossmatch.job import SEP, XID
+
+    rng = np.random.default_rng(21)
+    for n, m in ((50, 0), (50, 200), (1000, 1500)):
+        xid = rng.integers(0, n, m)
+        sep = rng.choice([0.1, 0.2, 0.3], m)
+        cid = rng.integers(0, 4, m)
+        pairs = pa.table({XID: xid, "id": cid, SEP: sep})
+        want = np.lexsort([np.arange(m), cid, sep, xid])
+        for cat_id in ("id", None):
+            if cat_id is None:
+                want = np.lexsort([np.arange(m), sep, xid])
+            rows, take = pair_order(pairs, cat_id, n)
+            assert np.array_equal(take, want) and np.array_equal(rows, xid[want])
+            rows, take = pair_order(pairs, cat_id, n, outer=True)
+            lonely = np.setdiff1d(np.arange(n), xid)
+            assert np.array_equal(take[take >= 0], want)
+            assert np.array_equal(np.sort(rows[take < 0]), lonely) and np.all(np.diff(rows) >= 0)
+            assert rows.size == m + lonely.size
+
+
 @pytest.mark.parametrize("gap_rows", [0, 10**12])
 def test_poles_and_ra_wrap(cluster, monkeypatch, gap_rows):
     """Pairs across RA 0/360 and over the poles, at the largest radius the chunking allows (with
