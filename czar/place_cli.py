@@ -3,9 +3,9 @@
 Each worker directory gets every table's manifest, the data and overlap files placement gives
 it (:mod:`czar.placement`), and every index and replicated file; files are copied (local disks),
 hard-linked (same file system; copied where a link is impossible) or symlinked (shared storage
-such as CephFS or NFS). Note: a worker's DuckDB sandbox refuses files whose real path lies
-outside its data root, so symlinked directories need the link targets inside that root (or a
-worker that also allows the store root). Running it again after adding
+such as CephFS or NFS). A worker's DuckDB sandbox reads only its data root, plus the
+directories its symlinks point to when it starts (and any ``--allow-dir``): place symlinks
+before starting the worker, or restart it after. Running it again after adding
 a worker to cluster.yaml moves only what the new placement needs and removes files a worker no
 longer holds. Workers notice on their next inventory (the czar reads it on start, and when a
 worker comes back up); a running czar routes by the inventories it read, so place while the
@@ -139,7 +139,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replicas", type=int, help="copies of every chunk (default: the config's replicas)")
     p.add_argument("--mode", choices=MODES, default="copy",
                    help="copy files (local disks, default), hard-link them, or symlink them (shared storage; "
-                        "the targets must lie under the worker's --data root for its sandbox)")
+                        "a worker allows the directories its symlinks point to when it starts)")
     p.add_argument("--no-prune", dest="prune", action="store_false", default=True,
                    help="keep files a worker no longer needs (remove them in a later run)")
     p.add_argument("--dry-run", action="store_true", help="print the placement, write nothing")

@@ -318,3 +318,60 @@ def test_chunk_ids_as_a_packed_array_or_a_list(store, worker):
         with pytest.raises(grpc.RpcError) as err:
             c.stub.Query(pb.ChunkQuery(sql=sql, chunk_id_array=b"\x01\x02\x03"), metadata=c.metadata)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+# ------------------------------------------------------------- symlinked placement (shared storage)
+def _symlinked_worker_dir(root, wdir):
+    from czar.place_cli import plan_for, write_worker_dirs
+
+    dirs = {"h0:7001": wdir}
+    write_worker_dirs(root, plan_for(root, dirs, 1)[0], dirs, "symlink")
+    linked = [p for p in wdir.rglob("*.parquet") if p.is_symlink()]
+    assert linked and all(not str(p.resolve()).startswith(str(wdir.resolve())) for p in linked)
+
+
+def test_symlinked_placement_outside_the_data_root_is_readable(store, tmp_path):
+    # `qengine place --mode symlink`: the files live in the store (shared storage), outside the
+    # worker's data root. A worker started afterwards allows where its links point, nothing more.
+    root, _ = store
+    wdir = tmp_path / "w0"
+    _symlinked_worker_dir(root, wdir)
+    sql = f"SELECT count(*) AS n, sum(objectId) AS s FROM {OBJ}"
+    with WorkerProcess(wdir) as w, w.client() as c, WorkerProcess(root) as ref, ref.client() as rc:
+        got = c.query(sql)
+        assert _rows(got) == _rows(rc.query(sql)) and got.column("n")[0].as_py() > 0
+        # still sandboxed: a file beside the store, outside every allowed directory, is refused
+        (tmp_path / "secret.csv").write_text("a\n1\n")
+        with pytest.raises(WorkerError) as err:
+            c.query(f"SELECT * FROM read_csv('{tmp_path / 'secret.csv'}')")
+        assert err.value.code in ("PERMISSION_DENIED", "INVALID_ARGUMENT")
+
+
+def test_symlinks_placed_after_start_are_reported_and_refused_cleanly(store, tmp_path):
+    from worker.executor import Executor, QueryError, QueryRequest, QueryStats
+    from worker.inventory import Inventory
+
+    root, _ = store
+    wdir = tmp_path / "w0"
+    wdir.mkdir()
+    ex = Executor(Inventory(wdir))
+    try:
+        assert ex.unreadable_dirs() == []
+        _symlinked_worker_dir(root, wdir)
+        ex.inventory.refresh()
+        assert ex.unreadable_dirs()  # what the Inventory RPC logs: restart the worker
+        req = QueryRequest(query_id="q1", sql=f"SELECT count(*) FROM {OBJ}", chunk_ids=None, uploads={})
+        with pytest.raises(QueryError) as err:
+            list(ex.execute(req, QueryStats()))
+        assert err.value.code == "PERMISSION_DENIED"
+        # given the store's directory explicitly (--allow-dir), the same files are readable
+        data_dir = str(table_dir(root, DB, "Object"))
+        ex2 = Executor(ex.inventory, allow_dirs=[data_dir])
+        try:
+            assert not any(d.startswith(data_dir) for d in ex2.unreadable_dirs())
+            req2 = QueryRequest(query_id="q2", sql=f"SELECT count(*) AS n FROM {OBJ}", chunk_ids=None, uploads={})
+            assert sum(b.num_rows for b in ex2.execute(req2, QueryStats())) == 1
+        finally:
+            ex2.close()
+    finally:
+        ex.close()

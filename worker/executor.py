@@ -96,8 +96,12 @@ class Executor:
 
     def __init__(self, inventory: Inventory, *, threads: int = 2, memory_limit: str = "2GB",
                  interactive_threads: int = 1, interactive_memory_limit: str = "512MB",
-                 temp_dir: str | None = None) -> None:
+                 temp_dir: str | None = None, allow_dirs: "list[str] | None" = None) -> None:
         self.inventory = inventory
+        # Readable by queries besides the data root: given directories, and where symlinked files
+        # of the inventory point now (fixed at start: the lanes' configuration is locked).
+        self.allowed = sorted({str(Path(p).resolve()) for p in (allow_dirs or [])}
+                              | set(inventory.outside_dirs()))
         self.temp_root = Path(tempfile.mkdtemp(prefix="qengine-worker-", dir=temp_dir))
         self._lanes = {
             "scan": self._open_lane("scan", threads, memory_limit),
@@ -121,11 +125,18 @@ class Executor:
         # Chunk files are immutable once committed: keep their footers in memory.
         con.execute("SET GLOBAL parquet_metadata_cache = true")  # GLOBAL: query cursors share it
         register(con, persistent=True)  # every query's cursor of this database sees them
-        root = str(self.inventory.root) + "/"
-        con.execute(f"SET allowed_directories = [{_sql_literal(root)}, {_sql_literal(str(tmp) + '/')}]")
+        dirs = [str(self.inventory.root) + "/", str(tmp) + "/"] + [d.rstrip("/") + "/" for d in self.allowed]
+        con.execute(f"SET allowed_directories = [{', '.join(map(_sql_literal, dirs))}]")
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
         return con
+
+    def unreadable_dirs(self) -> list[str]:
+        """Directories held files now resolve into that queries may not read (symlinks placed
+        after the worker started outside every allowed directory): restart the worker."""
+        ok = [str(self.inventory.root)] + self.allowed
+        return [d for d in self.inventory.outside_dirs()
+                if not any(d == a or d.startswith(a.rstrip("/") + "/") for a in ok)]
 
     def close(self) -> None:
         for con in self._lanes.values():

@@ -108,6 +108,7 @@ class Inventory:
         self._stamps: dict[tuple[str, str], float] = {}
         self._held: frozenset[int] = frozenset()
         self._held_array = np.empty(0, np.int64)
+        self._outside: dict[tuple[str, str], frozenset[str]] = {}
         self.refresh()
 
     def refresh(self) -> None:
@@ -122,9 +123,14 @@ class Inventory:
                     continue
                 m = load_manifest(d)
                 held = HeldTable(m, d)
+                outside = set()
                 for f in m.files:
                     if (d / f.path).exists():
                         held.files.setdefault(f.kind, []).append(f)
+                        real = os.path.realpath(d / f.path)
+                        if not real.startswith(str(self.root) + os.sep):  # symlinked placement
+                            outside.add(os.path.dirname(real))
+                self._outside[key] = frozenset(outside)
                 if m.role != "replicated":
                     # placement cuts this table's files where it cuts the leader's, and a chunk's
                     # rows may lie in several files (increments): a chunk is held only if every
@@ -147,8 +153,15 @@ class Inventory:
                 self._tables[key], self._stamps[key] = held, stamp
             for key in set(self._tables) - seen:
                 del self._tables[key], self._stamps[key]
+                self._outside.pop(key, None)
             self._held = frozenset(c for t in self._tables.values() for c in t.chunks)
             self._held_array = np.asarray(sorted(self._held), dtype=np.int64)
+
+    def outside_dirs(self) -> list[str]:
+        """Directories outside the root that held files resolve into (symlinked placement on
+        shared storage), sorted: the worker's sandbox must allow reading them."""
+        with self._lock:
+            return sorted(set().union(*self._outside.values()))
 
     def tables(self) -> list[HeldTable]:
         with self._lock:

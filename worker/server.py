@@ -163,6 +163,11 @@ class WorkerService(pb_grpc.WorkerServicer):
 
     def Inventory(self, request, context):
         self.executor.inventory.refresh()
+        unreadable = self.executor.unreadable_dirs()
+        if unreadable:
+            log.warning("files placed since this worker started resolve into %s, which its sandbox does not "
+                        "allow: queries reading them fail until the worker restarts (or give --allow-dir)",
+                        ", ".join(unreadable))
         tables = []
         for t in self.executor.inventory.tables():
             rows = [t.manifest.chunks[c].rows for c in t.chunks]
@@ -202,10 +207,11 @@ def _add_service(service: WorkerService, server: grpc.Server) -> None:
 def make_server(root: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 0,
                 secret: str | None = None, threads: int = 2, memory_limit: str = "2GB",
                 max_concurrent: int = 4, tls_cert: str | None = None, tls_key: str | None = None,
-                worker_id: str | None = None) -> tuple[grpc.Server, int, WorkerService]:
+                worker_id: str | None = None, allow_dirs: "list[str] | None" = None,
+                ) -> tuple[grpc.Server, int, WorkerService]:
     """Build (not start) a worker server; returns it with the bound port (ephemeral if 0)."""
     inventory = Inventory(root)
-    executor = Executor(inventory, threads=threads, memory_limit=memory_limit)
+    executor = Executor(inventory, threads=threads, memory_limit=memory_limit, allow_dirs=allow_dirs)
     service = WorkerService(executor, worker_id or f"{socket.gethostname()}:{port}", max_concurrent)
     interceptors = [_SecretInterceptor(secret)] if secret else []
     server = grpc.server(
@@ -238,6 +244,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-cert", help="TLS certificate (PEM); with --tls-key enables TLS")
     p.add_argument("--tls-key", help="TLS private key (PEM)")
     p.add_argument("--port-file", type=Path, help="write the bound port to this file once listening")
+    p.add_argument("--allow-dir", action="append", default=[], metavar="DIR",
+                   help="a directory queries may also read (repeatable): where files symlinked into the data "
+                        "root by `qengine place --mode symlink` live on shared storage. Directories that the "
+                        "data root's symlinks point to at start are allowed without it")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -245,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
     server, port, service = make_server(
         args.data, host=args.host, port=args.port, secret=secret, threads=args.threads,
         memory_limit=args.memory_limit, max_concurrent=args.max_concurrent,
-        tls_cert=args.tls_cert, tls_key=args.tls_key)
+        tls_cert=args.tls_cert, tls_key=args.tls_key, allow_dirs=args.allow_dir)
     server.start()
     n = len(service.executor.inventory.tables())
     print(f"qengine worker listening on {args.host}:{port} ({n} tables under {args.data})", file=sys.stderr)
