@@ -158,7 +158,8 @@ def visit_runs(all_chunks: np.ndarray, rows: np.ndarray, wanted: np.ndarray, max
     skipping them would save no read (fewer rows than a Parquet row group), then the smallest
     gaps filled until at most ``max_runs`` runs are left. Runs become ``BETWEEN``s in the worker,
     a filter its scan evaluates (an IN list of scattered ids is slower than reading everything),
-    and the join with the shipped (chunk, zone) table does the selecting."""
+    and the join with the shipped zones and cells does the selecting (with a list of the chunks
+    that have external rows when most visited chunks have none: ``CHUNK_FILTER_SHARE``)."""
     if wanted.size <= 1:
         return wanted
     pos = np.searchsorted(all_chunks, wanted)
