@@ -86,6 +86,17 @@ class _Ref:
     info: TableInfo
     alias: str
     qualifiers: set[str]
+    _columns: dict[str, dict] | None = field(default=None, repr=False)
+
+    def column(self, name: str) -> dict | None:
+        """``info.column(name)`` from a dict built once per query (the rules look columns up
+        dozens of times per query; TableInfo.column scans the column list)."""
+        if self._columns is None:
+            cols: dict[str, dict] = {}
+            for c in self.info.columns:
+                cols.setdefault(c["name"].lower(), c)  # the first of a name, as TableInfo.column
+            self._columns = cols
+        return self._columns.get(name.lower())
 
     @property
     def key(self) -> str | None:
@@ -129,7 +140,7 @@ def _ref_named(table: str, name: str, refs: list[_Ref]) -> _Ref | None:
     """:func:`_ref_of` a column ``table.name`` (``table`` "" when unqualified)."""
     if table:
         return next((r for r in refs if table.lower() in r.qualifiers), None)
-    owners = [r for r in refs if r.info.column(name) is not None or name in CHUNK_COLUMNS]
+    owners = [r for r in refs if r.column(name) is not None or name in CHUNK_COLUMNS]
     return owners[0] if len(owners) == 1 else None
 
 
@@ -189,7 +200,7 @@ def _check_columns(tree: exp.Select, refs: list[_Ref], nodes: list[exp.Expressio
             if col.name.lower() in aliases or col.name.lower() in using:
                 continue
             cands = refs
-        owners = [r for r in cands if r.info.column(col.name) is not None or col.name in CHUNK_COLUMNS]
+        owners = [r for r in cands if r.column(col.name) is not None or col.name in CHUNK_COLUMNS]
         if len(owners) > 1 and not col.table:
             raise QueryError(f"column {col.name!r} is ambiguous: qualify it as "
                              + " or ".join(f"{r.alias}.{col.name}" for r in owners), token=col.name)
@@ -226,13 +237,13 @@ def _columns_read(tree: exp.Select, refs: list[_Ref],
             continue
         ref = _ref_of(col, refs)
         if ref is not None and out[id(ref)] is not None:
-            c = ref.info.column(col.name)
+            c = ref.column(col.name)
             if c is not None:
                 out[id(ref)].add(c["name"])
     for j in tree.args.get("joins") or []:
         for u in j.args.get("using") or []:
             for r in refs:
-                c = r.info.column(u.name)
+                c = r.column(u.name)
                 if c is not None and out[id(r)] is not None:
                     out[id(r)].add(c["name"])
     return out
@@ -273,7 +284,7 @@ def _column_meta(items: list[_Item], refs: list[_Ref]) -> dict[str, dict]:
                     meta.update({c["name"]: c for c in r.info.columns})
         elif it.column is not None:
             ref = _ref_named(it.table, it.column, refs)
-            c = ref.info.column(it.column) if ref is not None else None
+            c = ref.column(it.column) if ref is not None else None
             if c is not None:
                 meta[it.name] = c
     return meta
@@ -436,7 +447,7 @@ def _local_group_keys(tree: exp.Select, refs: list[_Ref]) -> frozenset[str] | No
     for r in refs:
         if r.info.partitioned and r.key:
             keys.add(f"{r.alias}.{r.key}".lower())
-            if sum(1 for x in refs if x.info.column(r.key) is not None) == 1:
+            if sum(1 for x in refs if x.column(r.key) is not None) == 1:
                 keys.add(r.key.lower())
     return frozenset(keys) or None
 

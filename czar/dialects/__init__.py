@@ -370,6 +370,16 @@ def _unwrap(tree: exp.Expression) -> exp.Expression:
     return tree
 
 
+def _qserv_work(nodes: list[exp.Expression], mysql: bool) -> bool:
+    """Whether :func:`normalize_qserv` would change or check anything among ``nodes``
+    (qserv_*/scisql_* calls, hexadecimal literals, MySQL's DIV/MOD): most queries have none,
+    and then its walk over the tree is skipped."""
+    kinds = (exp.HexString, exp.IntDiv, exp.Mod) if mysql else (exp.HexString,)
+    return any(isinstance(n, kinds) or (isinstance(n, exp.Anonymous)
+                                        and n.name.lower().startswith(("qserv_", "scisql_")))
+               for n in nodes)
+
+
 def parse(sql: str, lang: str = "adql") -> exp.Expression:
     """Parse one ADQL or Qserv-MySQL query into the normalised sqlglot tree (see above)."""
     dialect_cls = dialect_for(lang)
@@ -416,7 +426,8 @@ def parse(sql: str, lang: str = "adql") -> exp.Expression:
     _tree_checks(nodes, sql)
     _sandbox.check_query(tree, sql, nodes=nodes)  # the function allow-list (czar/sandbox.py)
     if dialect_cls is ADQL:
-        normalize_geometry(tree)
-    normalize_qserv(tree, mysql=dialect_cls is Qserv)
+        normalize_geometry(tree)  # creates no node normalize_qserv looks at: the list still tells
+    if _qserv_work(nodes, mysql=dialect_cls is Qserv):
+        normalize_qserv(tree, mysql=dialect_cls is Qserv)
     tree.meta["qe_lang"] = "adql" if dialect_cls is ADQL else "qserv"
     return tree
