@@ -7,6 +7,7 @@ separation column in arcsec).
 """
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -14,7 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -117,12 +118,13 @@ def _locate(job: MatchJob, g, ra: np.ndarray, dec: np.ndarray) -> _Located:
     return _Located(rows, chunks, crow, cell)
 
 
-def _shares(g, loc: _Located, assignment: dict[str, np.ndarray], ra: np.ndarray, dec: np.ndarray,
-            chunk_filter: bool) -> dict[str, dict[str, pa.Table]]:
-    """What each worker gets: the external rows with a chunk among its chunks, once each whatever
-    the number of those chunks, in every cell they reach (XID, positions, cell); the zones of
-    those cells with their binning; with ``chunk_filter``, its chunks that have external rows.
-    Workers with no external row get nothing."""
+def _share_makers(g, loc: _Located, assignment: dict[str, np.ndarray], ra: np.ndarray, dec: np.ndarray,
+                  chunk_filter: bool) -> dict[str, Callable[[], dict[str, pa.Table]]]:
+    """What each worker gets, made when called (in the worker's thread, so that one worker's rows
+    are gathered while another's are sent): the external rows with a chunk among its chunks,
+    once each whatever the number of those chunks, in every cell they reach (XID, positions,
+    cell); the zones of those cells with their binning; with ``chunk_filter``, its chunks that
+    have external rows. Workers with no external row get nothing."""
     addrs = list(assignment)
     if not addrs:
         return {}
@@ -134,11 +136,10 @@ def _shares(g, loc: _Located, assignment: dict[str, np.ndarray], ra: np.ndarray,
     if (at < 0).any():
         raise QEngineError(f"crossmatch: chunk {int(loc.chunks[at < 0][0])} was assigned to no worker")
     owner = owner_of[at]
-    out = {}
-    for i, addr in enumerate(addrs):
+    has_rows = np.bincount(owner, minlength=len(addrs)) > 0
+
+    def make(i: int) -> dict[str, pa.Table]:
         mine = owner == i
-        if not mine.any():
-            continue
         wanted = np.zeros(ra.size, bool)
         wanted[loc.rows[mine]] = True
         sel = wanted[loc.crow]
@@ -148,8 +149,15 @@ def _shares(g, loc: _Located, assignment: dict[str, np.ndarray], ra: np.ndarray,
                  ZONES: zone_table(g, cell)}
         if chunk_filter:
             share[CHUNKS] = pa.table({"chunkId": pa.array(_distinct(loc.chunks[mine]).astype(np.int32))})
-        out[addr] = share
-    return out
+        return share
+
+    return {addr: functools.partial(make, i) for i, addr in enumerate(addrs) if has_rows[i]}
+
+
+def _shares(g, loc: _Located, assignment: dict[str, np.ndarray], ra: np.ndarray, dec: np.ndarray,
+            chunk_filter: bool) -> dict[str, dict[str, pa.Table]]:
+    """Every worker's share (:func:`_share_makers`), made now."""
+    return {a: make() for a, make in _share_makers(g, loc, assignment, ra, dec, chunk_filter).items()}
 
 
 def visit_runs(all_chunks: np.ndarray, rows: np.ndarray, wanted: np.ndarray, max_runs: int) -> np.ndarray:
@@ -179,10 +187,11 @@ def visit_runs(all_chunks: np.ndarray, rows: np.ndarray, wanted: np.ndarray, max
 
 
 def _run_workers(czar: Czar, sql: str, assignment: dict[str, np.ndarray], shipped: dict[str, pa.Table],
-                 timeout: float, shares: dict[str, dict[str, pa.Table]] | None = None) -> list[pa.RecordBatch]:
+                 timeout: float, shares: dict[str, Callable[[], dict[str, pa.Table]]] | None = None
+                 ) -> list[pa.RecordBatch]:
     """One query per worker, concurrently, each with the shipped rows of its own chunks (the
-    tables are sorted by chunkId), or with ``shares``, each worker's own tables (a worker
-    without a share has nothing to do); the first error cancels the others."""
+    tables are sorted by chunkId), or with ``shares``, each worker's own tables, made in its
+    thread (a worker without a share has nothing to do); the first error cancels the others."""
     clients = {w.address: w for w in czar.workers}
     qid = uuid.uuid4().hex
     out: queue.Queue = queue.Queue()
@@ -198,16 +207,17 @@ def _run_workers(czar: Czar, sql: str, assignment: dict[str, np.ndarray], shippe
     if shares is not None:
         assignment = {a: cs for a, cs in assignment.items() if a in shares}
     else:
-        shares = {a: {k: share(t, cs) for k, t in shipped.items()} for a, cs in assignment.items()}
+        parts = {a: {k: share(t, cs) for k, t in shipped.items()} for a, cs in assignment.items()}
+        shares = {a: functools.partial(dict, p) for a, p in parts.items()}
         # a worker given only chunks without external rows (gaps filled between runs) has nothing to do
         if UPLOAD in shipped:
-            assignment = {a: cs for a, cs in assignment.items() if shares[a][UPLOAD].num_rows}
+            assignment = {a: cs for a, cs in assignment.items() if parts[a][UPLOAD].num_rows}
 
     def run(addr: str, chunks: np.ndarray) -> None:
         lane = "interactive" if chunks.size <= INTERACTIVE_MAX_CHUNKS else "scan"
-        kw = {"query_id": f"{qid}-{addr}", "chunk_ids": chunks, "uploads": shares[addr], "lane": lane,
-              "timeout_seconds": timeout}
         try:
+            kw = {"query_id": f"{qid}-{addr}", "chunk_ids": chunks, "uploads": shares[addr](), "lane": lane,
+                  "timeout_seconds": timeout}
             if lane == "interactive":
                 table = clients[addr].execute_small(sql, **kw)
                 if table is not None:
@@ -277,16 +287,16 @@ def match_pairs(czar: Czar, job: MatchJob, ra: np.ndarray, dec: np.ndarray,
     visit = visit_runs(all_chunks, job.table.chunk_row_weights(all_chunks), chunks, runs)
     assignment = czar._assign(SimpleNamespace(table=job.table, tables=[job.table], overlap_tables=[]), visit)
     chunk_filter = chunks.size < CHUNK_FILTER_SHARE * visit.size
-    shares = _shares(g, loc, assignment, ra, dec, chunk_filter)
+    shares = _share_makers(g, loc, assignment, ra, dec, chunk_filter)
     t1 = time.perf_counter()
     sql = algorithm.worker_sql(job, chunk_filter=chunk_filter)
     batches = _run_workers(czar, sql, assignment, {}, timeout, shares=shares)
     t2 = time.perf_counter()
     parts = pa.Table.from_batches(batches) if batches else _empty_parts(job)
     result = algorithm.combine(parts, job, czar._run_local, ra.size)
-    log.info("crossmatch %s: %d external rows -> %d copies on %d workers, %d chunks (%d visited%s); placed "
+    log.info("crossmatch %s: %d external rows -> %d cells on %d workers, %d chunks (%d visited%s); placed "
              "in %.3f s, matched in %.3f s, combined in %.3f s, %d pairs", algorithm.name, ra.size,
-             sum(t[UPLOAD].num_rows for t in shares.values()), len(shares), chunks.size, visit.size,
+             loc.crow.size, len(shares), chunks.size, visit.size,
              ", filtered by chunk" if chunk_filter else "", t1 - t0, t2 - t1, time.perf_counter() - t2,
              result.num_rows)
     return result
