@@ -536,7 +536,8 @@ def plan_query(sql: str, metadata: Metadata, *, lang: str = "adql", database: st
         r.node = node
     if mj is not None:  # the flag column is the partitioner's: not part of the table's rows
         _expand_match_star(tree, refs, refs[mj.match], mj.columns.flag)
-    elif any(r.info.partitioned for r in refs):
+    elif any(r.info.partitioned for r in refs) and any(isinstance(n, exp.Star) for n in nodes):
+        # (the rules since the walk above add no star: without one there, nothing to expand)
         _expand_star(tree, info if info.partitioned else parts[0].info, (neighbour.CELL,) if nn else ())
     nodes = list(tree.walk())  # the rewritten tree: one walk for the columns read and qualified
     read = _columns_read(tree, refs, nodes)

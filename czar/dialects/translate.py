@@ -334,9 +334,16 @@ def _rewrite_node(node: exp.Expression) -> exp.Expression:
     return node
 
 
+# Nodes _rewrite_node leaves as they are, as it does all their descendants (a column of
+# identifiers too; not alias.* with a star's own arguments).
+_LEAVES = (exp.Identifier, exp.Literal)
+
+
 def _rewrite(node: exp.Expression) -> exp.Expression:
     """Post-order rewrite (children first); a SELECT's geometry columns are named first
     (:func:`_name_projections`), in the same pass."""
+    if isinstance(node, _LEAVES) or (isinstance(node, exp.Column) and isinstance(node.this, exp.Identifier)):
+        return node  # nothing below a column, name or literal is rewritten: don't descend
     if isinstance(node, exp.Select):
         _name_projections(node)
     for key, value in list(node.args.items()):
