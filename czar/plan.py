@@ -256,7 +256,7 @@ class _Item:
 
     name: str                 # alias_or_name
     star: bool                # * or alias.*
-    table: str                # the qualifier of a column or of alias.*
+    table: str | None         # the qualifier of a column or of alias.* (None: a bare *)
     column: str | None        # the column's name (a bare or qualified column), else None
 
 
@@ -265,7 +265,7 @@ def _written_items(tree: exp.Select) -> list[_Item]:
     for e in tree.expressions:
         inner = e.this if isinstance(e, exp.Alias) else e
         if isinstance(inner, exp.Star):
-            out.append(_Item(e.alias_or_name, True, "", None))
+            out.append(_Item(e.alias_or_name, True, None, None))
         elif isinstance(inner, exp.Column):
             star = isinstance(inner.this, exp.Star)
             out.append(_Item(e.alias_or_name, star, inner.table, None if star else inner.name))
@@ -280,10 +280,10 @@ def _column_meta(items: list[_Item], refs: list[_Ref]) -> dict[str, dict]:
     for it in items:
         if it.star:
             for r in reversed(refs):
-                if not it.table or it.table.lower() in r.qualifiers:
+                if it.table is None or it.table.lower() in r.qualifiers:
                     meta.update({c["name"]: c for c in r.info.columns})
         elif it.column is not None:
-            ref = _ref_named(it.table, it.column, refs)
+            ref = _ref_named(it.table or "", it.column, refs)
             c = ref.column(it.column) if ref is not None else None
             if c is not None:
                 meta[it.name] = c
