@@ -185,6 +185,7 @@ def test_parallel_placement_equals_serial(cluster, monkeypatch):
         got = list(zip(t[XID].to_pylist(), t[CELL].to_pylist()))
         assert len(got) == len(set(got)) and set(got) == {(r, c) for r, c in cells if r in rows}
         x = t[XID].to_numpy()
+        assert t.schema.field(XID).type == pa.int32()
         assert np.array_equal(t[EXT_RA].to_numpy(), ra[x]) and np.array_equal(t[EXT_DEC].to_numpy(), dec[x])
         assert shares[w][ZONES][ZONE].to_pylist() == sorted({c // 1_000_000_000 for _, c in got})
         assert shares[w][CHUNKS]["chunkId"].to_pylist() == sorted({c for r, c in places if c in set(cs.tolist())})
@@ -224,7 +225,7 @@ def test_within_radius_sql_equals_macros(cluster):
 def test_pair_order_by_counting():
     """Pairs ordered by external row, separation, id and position (ties included), with and
     without unmatched rows: as one lexsort of them all."""
-    from czar.crossmatch.algorithms import pair_order
+    from czar.crossmatch.algorithms import first_pairs, pair_order
     from czar.crossmatch.job import SEP, XID
 
     rng = np.random.default_rng(21)
@@ -244,6 +245,12 @@ def test_pair_order_by_counting():
             assert np.array_equal(take[take >= 0], want)
             assert np.array_equal(np.sort(rows[take < 0]), lonely) and np.all(np.diff(rows) >= 0)
             assert rows.size == m + lonely.size
+            # each row's first pair (the nearest match), by row
+            firsts = want[np.r_[True, xid[want][1:] != xid[want][:-1]]] if m else want
+            assert np.array_equal(first_pairs(pairs, cat_id, n), firsts)
+            near = pairs.take(pa.array(firsts))
+            rows, take = pair_order(near, cat_id, n)  # one pair per row, in row order
+            assert np.array_equal(rows, xid[firsts]) and np.array_equal(take, np.arange(firsts.size))
 
 
 @pytest.mark.parametrize("gap_rows", [0, 10**12])

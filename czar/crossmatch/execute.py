@@ -144,7 +144,8 @@ def _share_makers(g, loc: _Located, assignment: dict[str, np.ndarray], ra: np.nd
         wanted[loc.rows[mine]] = True
         sel = wanted[loc.crow]
         x, cell = loc.crow[sel], loc.cell[sel]
-        share = {UPLOAD: pa.table({XID: pa.array(x), EXT_RA: pa.array(ra[x]), EXT_DEC: pa.array(dec[x]),
+        xid = x.astype(np.int32) if ra.size <= np.iinfo(np.int32).max else x  # a smaller upload
+        share = {UPLOAD: pa.table({XID: pa.array(xid), EXT_RA: pa.array(ra[x]), EXT_DEC: pa.array(dec[x]),
                                    CELL: pa.array(cell)}),
                  ZONES: zone_table(g, cell)}
         if chunk_filter:
@@ -293,6 +294,8 @@ def match_pairs(czar: Czar, job: MatchJob, ra: np.ndarray, dec: np.ndarray,
     batches = _run_workers(czar, sql, assignment, {}, timeout, shares=shares)
     t2 = time.perf_counter()
     parts = pa.Table.from_batches(batches) if batches else _empty_parts(job)
+    if parts.schema.field(XID).type != pa.int64():  # shipped as int32
+        parts = parts.set_column(parts.schema.get_field_index(XID), XID, pc.cast(parts.column(XID), pa.int64()))
     result = algorithm.combine(parts, job, czar._run_local, ra.size)
     log.info("crossmatch %s: %d external rows -> %d cells on %d workers, %d chunks (%d visited%s); placed "
              "in %.3f s, matched in %.3f s, combined in %.3f s, %d pairs", algorithm.name, ra.size,
