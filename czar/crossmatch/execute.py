@@ -49,6 +49,7 @@ SEPARATION = "separation_arcsec"
 INTERACTIVE_MAX_CHUNKS = 16
 ROW_GROUP_ROWS = 100_000   # rows per Parquet row group (the ingest default): the unit of a skipped read
 RUNS_PER_WORKER = 32       # chunk runs per worker query (the worker turns up to 64 into BETWEENs)
+RESULT_BATCH_ROWS = 65_536  # rows per result batch (pairs are narrow: fewer, larger messages than the default 8,192)
 
 
 PARALLEL_ROWS = 200_000     # external rows from which placement and cells run in two threads (numpy frees the GIL)
@@ -218,7 +219,7 @@ def _run_workers(czar: Czar, sql: str, assignment: dict[str, np.ndarray], shippe
         lane = "interactive" if chunks.size <= INTERACTIVE_MAX_CHUNKS else "scan"
         try:
             kw = {"query_id": f"{qid}-{addr}", "chunk_ids": chunks, "uploads": shares[addr](), "lane": lane,
-                  "timeout_seconds": timeout}
+                  "timeout_seconds": timeout, "batch_rows": RESULT_BATCH_ROWS}
             if lane == "interactive":
                 table = clients[addr].execute_small(sql, **kw)
                 if table is not None:
