@@ -153,11 +153,6 @@ def expand(g: Grid, ra: np.ndarray, dec: np.ndarray, *, by_row: bool = True) -> 
     return rows2[order], cells[order]
 
 
-def sorted_unique(x: np.ndarray) -> np.ndarray:
-    """The distinct values of sorted ``x`` (np.unique sorts again, and costs 10x more here)."""
-    return x[np.r_[True, x[1:] != x[:-1]]] if x.size else x
-
-
 def zone_table(g: Grid, cells: np.ndarray) -> pa.Table:
     """The distinct zones of ``cells``, sorted, with their bins and bin width: the worker keeps
     catalogue rows of these zones only, binned with these numbers."""
