@@ -346,7 +346,7 @@ def point_queries(d: Data, client, n_calls: int, pid: int) -> tuple[str, dict]:
     from worker.executor import Executor, QueryRequest, QueryStats
     from worker.inventory import Inventory, bind_sql
 
-    from worker import duck
+    from qengine import duck
 
     con = _lane(INTERACTIVE_THREADS, INTERACTIVE_MEMORY, background=True)
     # n_calls random objects (each with its chunk); the same list for every path.
@@ -435,7 +435,7 @@ def point_queries(d: Data, client, n_calls: int, pid: int) -> tuple[str, dict]:
         f"baseline runs the SQL the worker binds (precomputed with `bind_sql`: "
         f"`read_parquet([<the chunk's file>]) WHERE chunkId = c`) on one persistent connection "
         f"with {INTERACTIVE_THREADS} thread / {INTERACTIVE_MEMORY}, the Parquet footer cache and the allocator's "
-        f"background threads, like the interactive lane, the fastest way in process (`worker/duck.py`'s "
+        f"background threads, like the interactive lane, the fastest way in process (`qengine/duck.py`'s "
         f"`arrow_table`, as the worker: one bind, Arrow out directly). The "
         f"`Executor` path is the worker's own code without gRPC; `SELECT 1` (no chunks, worker vs "
         f"in-process) isolates the fixed cost of a `Query` call, `Health()` that of a bare unary RPC. "
@@ -450,7 +450,7 @@ def point_queries(d: Data, client, n_calls: int, pid: int) -> tuple[str, dict]:
 
 def streaming(d: Data, client, reps: int, pid: int) -> tuple[str, dict]:
     """(2) rows/s of a full scan streamed to the client vs DuckDB in-process over the same files."""
-    from worker import duck
+    from qengine import duck
 
     con = _lane(WORKER_THREADS, WORKER_MEMORY)
     files = ", ".join(f"'{f}'" for f in d.files)
@@ -492,7 +492,7 @@ def streaming(d: Data, client, reps: int, pid: int) -> tuple[str, dict]:
             "\n|---|---:|---:|---:|---:|---:|---:|---|\n"
             + "\n".join(rows_out) + "\n\n"
             f"`SELECT <projection> FROM {{{{dp02.Object}}}}` over every chunk (`all_chunks`, lane `scan`), every "
-            f"batch consumed by the client, vs a one-bind Arrow reader (`worker/duck.py`, as the worker uses) in "
+            f"batch consumed by the client, vs a one-bind Arrow reader (`qengine/duck.py`, as the worker uses) in "
             f"{BATCH_ROWS:,}-row batches over the same {len(d.files)} store "
             f"files in-process ({WORKER_THREADS} DuckDB threads both). The {len(STREAM_COLUMNS)}-column subset is "
             f"{', '.join(STREAM_COLUMNS)}. Rates from medians of {reps} interleaved rounds; ratios are "
@@ -564,7 +564,7 @@ def _rawserver() -> None:
 
 def aggregates(d: Data, client, reps: int, pid: int) -> tuple[str, dict]:
     """(3) full-scan aggregates over all chunks: worker vs one DuckDB over the single file."""
-    from worker import duck
+    from qengine import duck
 
     con = _lane(WORKER_THREADS, WORKER_MEMORY)
     files = ", ".join(f"'{f}'" for f in d.files)

@@ -24,6 +24,7 @@ from czar.crossmatch import answer_crossmatch
 from czar.dialects import parse, to_duckdb
 from czar.health import QUERY_ERROR_CODES, WORKER_DOWN_CODES, HealthMonitor, _Part
 from czar.plan import PARTS, Plan, plan_query
+from qengine import duck
 from qengine.errors import QEngineError, QueryError
 from qengine.workerclient import WorkerClient, WorkerError
 from qengine.sqlfuncs import register
@@ -77,12 +78,10 @@ class Czar:
         self._holdings: dict[str, dict[tuple[str, str], np.ndarray]] = {}
         # chunks a worker cannot join with a table's overlap (an overlap file it does not hold)
         self._lacking: dict[str, dict[tuple[str, str], np.ndarray]] = {}
-        # the merge reads only Arrow tables the czar registers: no files, no settings changes
-        self._merge = duckdb.connect(config={"threads": 2, "autoinstall_known_extensions": False,
-                                             "autoload_known_extensions": False,
-                                             "enable_external_access": False})
-        register(self._merge, persistent=True)  # every cursor sees them
-        self._merge.execute("SET lock_configuration = true")
+        # Small merges (a cone's rows, a GROUP BY's partial groups) run faster on one thread:
+        # 2.1 against 3.2 ms for 360 partial groups, most of it DuckDB's setup of parallel work.
+        self._merge = _merge_database(threads=2)
+        self._merge_small = _merge_database(threads=1)
         self._merge_lock = threading.Lock()
         self._running: dict[str, dict] = {}
         self._turns = itertools.count()  # round robin of small queries over equal holders
@@ -135,6 +134,7 @@ class Czar:
         for w in self.workers:
             w.close()
         self._merge.close()
+        self._merge_small.close()
 
     # ------------------------------------------------------------------ planning
     def _lookup_ids(self, plan: Plan) -> list[int]:
@@ -386,11 +386,11 @@ class Czar:
     def _run_local(self, sql: str, tables: dict[str, pa.Table]) -> pa.Table:
         """DuckDB SQL over Arrow tables in the czar (the last step of a composite query)."""
         with self._merge_lock:
-            cur = self._merge.cursor()
+            cur = self._merge_db(sum(t.num_rows for t in tables.values())).cursor()
         try:
             for name, t in tables.items():
                 cur.register(name, t)
-            return cur.sql(sql).to_arrow_table()
+            return duck.arrow_table(cur, sql)
         except duckdb.Error as exc:
             raise QueryError(f"cannot combine the parts of the query: {_duck_message(exc)}") from None
         finally:
@@ -601,6 +601,9 @@ class Czar:
             self._health.check_all()
             return self._assign(plan, chunks)
 
+    def _merge_db(self, rows: int) -> duckdb.DuckDBPyConnection:
+        return self._merge_small if rows < SMALL_MERGE_ROWS else self._merge
+
     def _run_merge(self, plan: Plan, batches: list[pa.RecordBatch], schema: pa.Schema | None) -> pa.Table:
         if batches:
             parts = pa.Table.from_batches(batches)
@@ -618,21 +621,34 @@ class Czar:
                 parts = parts.slice(plan.merge_offset, None if end is None else max(0, end - plan.merge_offset))
             return _with_metadata(parts, plan)
         with self._merge_lock:
-            cur = self._merge.cursor()
+            cur = self._merge_db(0 if parts is None else parts.num_rows).cursor()
         try:
             if parts is None:
                 empty_sql = plan.worker_sql
                 for i, (ph, info) in enumerate(plan.table_placeholders.items()):
                     empty_sql = empty_sql.replace(ph, f"(SELECT * FROM {PARTS}_empty{i})")
                     cur.register(f"{PARTS}_empty{i}", _empty_table(info))
-                parts = cur.sql(empty_sql).to_arrow_table()
+                parts = duck.arrow_table(cur, empty_sql)
             cur.register(PARTS, parts)
-            result = cur.sql(plan.merge_sql).to_arrow_table()
+            result = duck.arrow_table(cur, plan.merge_sql)
         except duckdb.Error as exc:  # e.g. an overflow or a failed cast met only when merging
             raise QueryError(f"cannot merge the workers' results: {_duck_message(exc)}") from None
         finally:
             cur.close()
         return _with_metadata(result, plan)
+
+
+SMALL_MERGE_ROWS = 100_000
+
+
+def _merge_database(threads: int) -> duckdb.DuckDBPyConnection:
+    """A DuckDB for merges: it reads only Arrow tables the czar registers (no files, no
+    extensions) and its settings cannot be changed by the SQL it runs."""
+    con = duckdb.connect(config={"threads": threads, "autoinstall_known_extensions": False,
+                                 "autoload_known_extensions": False, "enable_external_access": False})
+    register(con, persistent=True)  # every cursor sees them
+    con.execute("SET lock_configuration = true")
+    return con
 
 
 class _Scoped:

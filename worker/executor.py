@@ -22,7 +22,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from worker import duck, verdicts
+from qengine import duck
+from worker import verdicts
 from worker.inventory import Inventory, bind_sql
 from qengine.sqlfuncs import register
 
@@ -206,7 +207,7 @@ class Executor:
                 timer.start()
             try:
                 if req.lane == "interactive":
-                    # Small results (a few chunks): materialised at once (worker/duck.py).
+                    # Small results (a few chunks): materialised at once (qengine/duck.py).
                     reader = duck.arrow_table(con, binding.sql).to_reader(max(1, req.batch_rows))
                 else:
                     # Fetched in large batches, sent in small ones: DuckDB's parallel scan stalls
