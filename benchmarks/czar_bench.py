@@ -172,7 +172,9 @@ def _arrow(con, sql: str):
 
 def _arrow_once(con, sql: str):
     """As the worker's interactive lane runs a query: one bind, the result materialised."""
-    return con.execute(sql).to_arrow_table()
+    from qengine import duck
+
+    return duck.arrow_table(con, sql)
 
 
 def _exec_rows(ex, req) -> int:
@@ -370,7 +372,9 @@ def aggregate(cl, con, files: list[Path], store_files: list[Path], reps: int) ->
     med = {k: _med(v) for k, v in times.items()}
     paired = {k: _med(np.asarray(times[k]) / np.asarray(times["duckdb"])) for k in names}
     ratio = med["qengine"] / med["duckdb"]
-    ok = ratio <= TARGET_AGG
+    # met only when both readings agree: with a few rounds on a shared machine they can differ
+    worst = max(ratio, paired["qengine"])
+    ok = worst <= TARGET_AGG
     text = (
         "| path | median ms | min ms | ratio of medians | median of per-round ratios | CPU s per run (median) |\n"
         "|---|---:|---:|---:|---:|---:|\n"
@@ -384,10 +388,10 @@ def aggregate(cl, con, files: list[Path], store_files: list[Path], reps: int) ->
         "CPU s per run: this process's CPU time (the czar, or the in-process DuckDB's threads) plus, for "
         "qengine, the two worker processes' (user + system, from psutil); on a loaded machine it is a "
         "steadier measure of the work done than wall time.\n\n"
-        f"Target qengine <= {TARGET_AGG}x the single DuckDB: {ratio:.2f}x, {_yes(ok)} (median of per-round "
-        f"ratios {paired['qengine']:.2f}x). Query: `{AGG_ADQL}`; {reps} interleaved rounds (order rotated) "
+        f"Target qengine <= {TARGET_AGG}x the single DuckDB: ratio of medians {ratio:.2f}x, median of per-round "
+        f"ratios {paired['qengine']:.2f}x: {_yes(ok)} (counted as met only when both are). Query: `{AGG_ADQL}`; {reps} interleaved rounds (order rotated) "
         f"after one warm-up each; {len(ref)} groups, equal on all paths (COUNT exact, AVG to 1e-9).\n")
-    return text, {"median_s": med, "ratio": ratio, "paired": paired, "all": times,
+    return text, {"median_s": med, "ratio": ratio, "worst": worst, "paired": paired, "all": times,
                   "cpu_s": {k: _med(v) for k, v in cpu.items()}}
 
 
@@ -663,8 +667,10 @@ def _worker_duckdb(inv, cones: list[tuple[object, float, float]],
              "pow(sin(radians(coord_dec - {dec}) / 2), 2) + cos(radians(coord_dec)) * cos(radians({dec})) * "
              "pow(sin(radians(coord_ra - {ra}) / 2), 2) <= pow(sin(radians(1 / 60.) / 2), 2))")
 
+    from qengine import duck
+
     def drain(sql: str) -> int:
-        return sum(b.num_rows for b in con.sql(sql).to_arrow_reader(65_536))
+        return sum(b.num_rows for b in duck.arrow_reader(con, sql, 65_536))
 
     def one_bind(sql: str) -> int:
         return len(con.execute(sql).fetchall())
@@ -682,14 +688,14 @@ def _worker_duckdb(inv, cones: list[tuple[object, float, float]],
         return f"SELECT count(*) FROM {scan_of.search(sql).group(1)}"
 
     def materialised(sql: str) -> int:
-        return con.execute(sql).to_arrow_table().num_rows
+        return duck.arrow_table(con, sql).num_rows
 
     variants = [
-        ("the worker's path (interactive lane): `con.execute(sql).to_arrow_table()`, one bind", materialised,
+        ("the worker's path (interactive lane): `qengine.duck.arrow_table`, one bind, Arrow out", materialised,
          lambda b, ra, dec: b),
-        ("the streaming path (scan lane): `con.sql(sql).to_arrow_reader()`, drained", drain, lambda b, ra, dec: b),
-        ("  `con.sql(sql)` alone: the bind the relation API does before it executes", bind_only,
+        ("the streaming path (scan lane): `qengine.duck.arrow_reader`, one bind, drained", drain,
          lambda b, ra, dec: b),
+        ("  `con.sql(sql)` alone: a bind without execution", bind_only, lambda b, ra, dec: b),
         ("`con.execute(sql).fetchall()` (one bind)", one_bind, lambda b, ra, dec: b),
         ("the worker's path, `qe_in_circle(...)` replaced by a plain dec band + haversine expression", materialised,
          lambda b, ra, dec: circle.sub(plain.format(ra=repr(ra), dec=repr(dec)), b)),
@@ -775,10 +781,10 @@ def _summary(r1: dict, r2: dict, r2b: dict, r3: dict, r2c: dict | None = None) -
     lines = [(
         f"**Summary.** Cone p50 {r1['p50_ms']:.1f} ms ({_yes(r1['p50_ms'] < TARGET_CONE_MS)}: < {TARGET_CONE_MS:.0f} ms), "
         f"full-scan DuckDB / qengine cone = {_x(r1['ratio'])} ({_yes(r1['ratio'] >= TARGET_CONE_SPEEDUP)}: "
-        f">= {TARGET_CONE_SPEEDUP:.0f}x); full-scan GROUP BY {r2['ratio']:.2f}x the single DuckDB "
-        f"({_yes(r2['ratio'] <= TARGET_AGG)}: <= {TARGET_AGG}x).")]
+        f">= {TARGET_CONE_SPEEDUP:.0f}x); full-scan GROUP BY {r2['ratio']:.2f}x the single DuckDB, "
+        f"{r2['paired']['qengine']:.2f}x by per-round ratios ({_yes(r2['worst'] <= TARGET_AGG)}: <= {TARGET_AGG}x).")]
     if not cone_ok:
-        bind = (f" (the streaming path of the scan lane, which binds twice, would cost {d[1]:.1f} ms)"
+        bind = (f" (the streaming path of the scan lane would cost {d[1]:.1f} ms)"
                 if len(d) > 1 else "")
         duck = f"{d[0]:.1f}" if d else f"{m['duck_only']:.1f}"
         lines.append(
@@ -788,7 +794,7 @@ def _summary(r1: dict, r2: dict, r2b: dict, r3: dict, r2c: dict | None = None) -
             f"all); the worker's DuckDB step costs {duck} ms CPU{bind}; a bare gRPC round trip "
             f"(`SELECT 1`) {m['select1']:.1f} ms. These run one after another, so their sum is above "
             f"{TARGET_CONE_MS:.0f} ms before any waiting for a core.")
-    if r2["ratio"] > TARGET_AGG:
+    if r2["worst"] > TARGET_AGG:
         cz, wk = r2b["czar_cpu_ms"], r2b["worker_cpu_ms"]
         cpu = r2["cpu_s"]
         lines.append(
@@ -842,8 +848,9 @@ def run(args: argparse.Namespace) -> tuple[str, str]:
         t1, r1 = cones(cl, con, files, centres, warm, reps)
         _log(f"    p50 {r1['p50_ms']:.1f} ms, p95 {r1['p95_ms']:.1f} ms, DuckDB {r1['duck_ms']:.0f} ms, "
              f"{_x(r1['ratio'])}")
-        _log(f"(2) GROUP BY: {reps} interleaved rounds")
-        t2, r2 = aggregate(cl, con, files, store_files, reps)
+        agg_reps = max(reps, 11)  # one round is ~0.5 s: enough rounds that the two readings settle
+        _log(f"(2) GROUP BY: {agg_reps} interleaved rounds")
+        t2, r2 = aggregate(cl, con, files, store_files, agg_reps)
         _log(f"    qengine/DuckDB {r2['ratio']:.2f}x")
         _log("(2b) GROUP BY breakdown")
         t2b, r2b = aggregate_breakdown(cl, 3)
