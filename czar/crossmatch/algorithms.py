@@ -64,17 +64,26 @@ def pair_order(pairs: pa.Table, cat_id: str | None, n: int, *, outer: bool = Fal
     multi = counts[xid] > 1
     single = np.flatnonzero(~multi)
     take[start[xid[single]]] = single
-    m = np.flatnonzero(multi)
-    if m.size:
-        keys = [pairs.column(SEP).to_numpy()[m], xid[m]]
-        if cat_id and cat_id in pairs.column_names:
-            keys.insert(0, pairs.column(cat_id).to_numpy(zero_copy_only=False)[m])
-        o = m[np.lexsort(keys)]
-        xs = xid[o]
+    o, xs = _multi_pairs_sorted(pairs, xid, multi, cat_id)
+    if o.size:
         first = np.flatnonzero(np.r_[True, xs[1:] != xs[:-1]])
         rank = np.arange(xs.size) - np.repeat(first, np.diff(np.r_[first, xs.size]))
         take[start[xs] + rank] = o
     return np.repeat(np.arange(n, dtype=np.int64), slots), take
+
+
+def _multi_pairs_sorted(pairs: pa.Table, xid: np.ndarray, multi: np.ndarray,
+                        cat_id: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs of external rows with several pairs (``multi``), ordered by external row, then
+    separation (then catalogue id), and the external row of each."""
+    m = np.flatnonzero(multi)
+    if not m.size:
+        return m, m
+    keys = [pairs.column(SEP).to_numpy()[m], xid[m]]
+    if cat_id and cat_id in pairs.column_names:
+        keys.insert(0, pairs.column(cat_id).to_numpy(zero_copy_only=False)[m])
+    o = m[np.lexsort(keys)]
+    return o, xid[o]
 
 
 def first_pairs(pairs: pa.Table, cat_id: str | None, n: int) -> np.ndarray:
@@ -87,13 +96,8 @@ def first_pairs(pairs: pa.Table, cat_id: str | None, n: int) -> np.ndarray:
     multi = counts[xid] > 1
     single = np.flatnonzero(~multi)
     slot[xid[single]] = single
-    m = np.flatnonzero(multi)
-    if m.size:
-        keys = [pairs.column(SEP).to_numpy()[m], xid[m]]
-        if cat_id and cat_id in pairs.column_names:
-            keys.insert(0, pairs.column(cat_id).to_numpy(zero_copy_only=False)[m])
-        o = m[np.lexsort(keys)]
-        xs = xid[o]
+    o, xs = _multi_pairs_sorted(pairs, xid, multi, cat_id)
+    if o.size:
         first = np.r_[True, xs[1:] != xs[:-1]]
         slot[xs[first]] = o[first]
     return slot[slot >= 0]
