@@ -12,7 +12,7 @@ import pyarrow as pa
 from qengine.errors import QEngineError
 from qengine.proto import worker_pb2 as pb
 from qengine.proto import worker_pb2_grpc as pb_grpc
-from qengine.proto.framing import deframe_result
+from qengine.proto.framing import deframe_result, encode_chunk_query, serialize_request
 
 SECRET_HEADER = "x-qengine-secret"
 
@@ -35,11 +35,8 @@ class ExecuteSummary:
     schema: pa.Schema | None = None
 
 
-def _to_ipc(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as w:
-        w.write_table(table)
-    return sink.getvalue().to_pybytes()
+def _as_table(table: "pa.Table | pa.RecordBatch") -> pa.Table:
+    return pa.Table.from_batches([table]) if isinstance(table, pa.RecordBatch) else table
 
 
 class WorkerClient:
@@ -58,9 +55,13 @@ class WorkerClient:
         else:
             self.channel = grpc.insecure_channel(address, options=opts)
         self.stub = pb_grpc.WorkerStub(self.channel)
+        # requests are encoded by hand (uploads written once): qengine/proto/framing.py
         self._execute = self.channel.unary_stream(
-            "/qengine.worker.Worker/Execute", request_serializer=pb.ChunkQuery.SerializeToString,
+            "/qengine.worker.Worker/Execute", request_serializer=serialize_request,
             response_deserializer=deframe_result)
+        self._query = self.channel.unary_unary(
+            "/qengine.worker.Worker/Query", request_serializer=serialize_request,
+            response_deserializer=pb.ResultBatch.FromString)
         self.metadata = ((SECRET_HEADER, secret),) if secret else ()
 
     def close(self) -> None:
@@ -79,13 +80,14 @@ class WorkerClient:
     def _request(sql: str, *, query_id: str = "", chunk_ids: "list[int] | np.ndarray | None" = None,
                  uploads: dict[str, pa.Table] | None = None, max_rows: int = 0, max_bytes: int = 0,
                  threads: int = 0, memory_limit: str = "", batch_rows: int = 0,
-                 timeout_seconds: float = 0.0, lane: str = "") -> pb.ChunkQuery:
+                 timeout_seconds: float = 0.0, lane: str = "") -> bytes:
+        """The encoded ChunkQuery (its uploads' IPC streams written straight into it)."""
         ids = b"" if chunk_ids is None else np.asarray(chunk_ids, dtype="<i4").tobytes()
-        return pb.ChunkQuery(
+        msg = pb.ChunkQuery(
             query_id=query_id, sql=sql, all_chunks=chunk_ids is None, chunk_id_array=ids,
-            uploads=[pb.UploadTable(name=n, arrow_ipc=_to_ipc(t)) for n, t in (uploads or {}).items()],
             max_rows=max_rows, max_bytes=max_bytes, threads=threads, memory_limit=memory_limit,
             batch_rows=batch_rows, timeout_seconds=timeout_seconds, lane=lane)
+        return encode_chunk_query(msg, {n: _as_table(t) for n, t in (uploads or {}).items()})
 
     def execute_small(self, sql: str, *, summary: ExecuteSummary | None = None,
                       deadline: float | None = None, on_call: Callable[[grpc.Future], None] | None = None,
@@ -95,9 +97,9 @@ class WorkerClient:
         use :meth:`execute` then. Same keywords as :meth:`execute`."""
         try:
             if on_call is None:
-                msg = self.stub.Query(self._request(sql, **kwargs), metadata=self.metadata, timeout=deadline)
+                msg = self._query(self._request(sql, **kwargs), metadata=self.metadata, timeout=deadline)
             else:  # cancellable from another thread (the czar's health checks)
-                fut = self.stub.Query.future(self._request(sql, **kwargs), metadata=self.metadata, timeout=deadline)
+                fut = self._query.future(self._request(sql, **kwargs), metadata=self.metadata, timeout=deadline)
                 on_call(fut)
                 msg = fut.result()
         except grpc.FutureCancelledError:

@@ -21,7 +21,7 @@ from qengine import __version__
 from qengine.proto import worker_pb2 as pb
 from qengine.proto import worker_pb2_grpc as pb_grpc
 from qengine.prefetch import prefetch
-from qengine.proto.framing import frame_record_batch, serialize_result
+from qengine.proto.framing import decode_chunk_query, frame_record_batch, serialize_result
 from worker.executor import Executor, QueryError, QueryRequest, QueryStats
 from worker.inventory import Inventory
 
@@ -50,7 +50,7 @@ def _chunk_ids(request: pb.ChunkQuery) -> np.ndarray:
     return np.fromiter(request.chunk_ids, dtype=np.int64, count=len(request.chunk_ids))
 
 
-def _read_upload(data: bytes) -> pa.Table:
+def _read_upload(data: "bytes | memoryview") -> pa.Table:
     return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
 
 
@@ -86,10 +86,13 @@ class WorkerService(pb_grpc.WorkerServicer):
         self.started = time.time()
         self._slots = threading.BoundedSemaphore(max_concurrent)
 
-    def _request(self, request: pb.ChunkQuery, context: grpc.ServicerContext) -> QueryRequest:
+    def _request(self, request, context: grpc.ServicerContext) -> QueryRequest:
+        # (the ChunkQuery, its uploads as views of the received bytes): decode_chunk_query
+        request, raw_uploads = request if isinstance(request, tuple) else \
+            (request, [(u.name, u.arrow_ipc) for u in request.uploads])
         qid = request.query_id or uuid.uuid4().hex
         try:
-            uploads = {u.name: _read_upload(u.arrow_ipc) for u in request.uploads}
+            uploads = {name: _read_upload(data) for name, data in raw_uploads}
         except (pa.ArrowException, ValueError) as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed uploaded table: {exc}")
         if not request.sql.strip():
@@ -109,7 +112,7 @@ class WorkerService(pb_grpc.WorkerServicer):
             lane=request.lane or "scan",
         )
 
-    def Execute(self, request: pb.ChunkQuery, context: grpc.ServicerContext):
+    def Execute(self, request, context: grpc.ServicerContext):
         req = self._request(request, context)
         qid = req.query_id
         stats = QueryStats()
@@ -133,7 +136,7 @@ class WorkerService(pb_grpc.WorkerServicer):
             except QueryError as err:
                 context.abort(getattr(grpc.StatusCode, err.code), str(err))
 
-    def Query(self, request: pb.ChunkQuery, context: grpc.ServicerContext) -> pb.ResultBatch:
+    def Query(self, request, context: grpc.ServicerContext) -> pb.ResultBatch:
         req = self._request(request, context)
         stats = QueryStats()
         with self._slots:
@@ -186,7 +189,7 @@ class WorkerService(pb_grpc.WorkerServicer):
 def _add_service(service: WorkerService, server: grpc.Server) -> None:
     """As the generated ``add_WorkerServicer_to_server``, but ``Execute`` yields hand-framed
     ResultBatch bytes (qengine/proto/framing.py) as well as messages."""
-    des = pb.ChunkQuery.FromString
+    des = decode_chunk_query  # uploads stay views of the received bytes
     handlers = {
         "Execute": grpc.unary_stream_rpc_method_handler(service.Execute, request_deserializer=des,
                                                         response_serializer=serialize_result),
