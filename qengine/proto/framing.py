@@ -99,19 +99,22 @@ def serialize_result(msg: "bytes | pb.ResultBatch") -> bytes:
     return msg if isinstance(msg, bytes) else msg.SerializeToString()
 
 
-def deframe_result(data: bytes) -> tuple[memoryview | None, pb.ResultBatch]:
-    """gRPC response deserializer: (the IPC payload as a view of ``data``, the other fields)."""
-    if not data or data[0] != _IPC_TAG:
-        return None, pb.ResultBatch.FromString(data)
+def _read_varint(data, pos: int) -> tuple[int, int]:
     n = shift = 0
-    pos = 1
     while True:
         b = data[pos]
         pos += 1
         n |= (b & 0x7F) << shift
         shift += 7
         if not b & 0x80:
-            break
+            return n, pos
+
+
+def deframe_result(data: bytes) -> tuple[memoryview | None, pb.ResultBatch]:
+    """gRPC response deserializer: (the IPC payload as a view of ``data``, the other fields)."""
+    if not data or data[0] != _IPC_TAG:
+        return None, pb.ResultBatch.FromString(data)
+    n, pos = _read_varint(data, 1)
     view = memoryview(data)[pos:pos + n]
     return view, pb.ResultBatch.FromString(data[pos + n:])
 
@@ -159,17 +162,6 @@ def encode_chunk_query(msg: "pb.ChunkQuery", uploads: "dict[str, pa.Table] | Non
 def serialize_request(msg: "bytes | pb.ChunkQuery") -> bytes:
     """gRPC request serializer: encoded requests pass through, messages are encoded."""
     return msg if isinstance(msg, bytes) else msg.SerializeToString()
-
-
-def _read_varint(data, pos: int) -> tuple[int, int]:
-    n = shift = 0
-    while True:
-        b = data[pos]
-        pos += 1
-        n |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            return n, pos
 
 
 def _upload(view: memoryview) -> tuple[str, memoryview]:
