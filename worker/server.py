@@ -30,16 +30,12 @@ log = logging.getLogger(__name__)
 SECRET_HEADER = "x-qengine-secret"
 
 
-def _ipc_buffer(batch: pa.RecordBatch | None, schema: pa.Schema) -> pa.Buffer:
+def _ipc(batch: pa.RecordBatch | None, schema: pa.Schema) -> bytes:
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, schema) as w:
         if batch is not None:
             w.write_batch(batch)
-    return sink.getvalue()
-
-
-def _ipc(batch: pa.RecordBatch | None, schema: pa.Schema) -> bytes:
-    return _ipc_buffer(batch, schema).to_pybytes()
+    return sink.getvalue().to_pybytes()
 
 
 def _chunk_ids(request: pb.ChunkQuery) -> np.ndarray:

@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from qengine.proto import worker_pb2 as pb
 
-__all__ = ["frame_batch", "frame_record_batch", "serialize_result", "deframe_result",
+__all__ = ["frame_record_batch", "serialize_result", "deframe_result",
            "encode_chunk_query", "decode_chunk_query", "serialize_request"]
 
 _IPC_TAG = 0x0A  # field 1 (arrow_ipc), wire type 2 (length-delimited)
@@ -33,12 +33,6 @@ def _varint(n: int) -> bytes:
         else:
             out.append(b)
             return bytes(out)
-
-
-def frame_batch(ipc: pa.Buffer, rows: int) -> bytes:
-    """The encoded ResultBatch(arrow_ipc=ipc, rows=rows), copying ``ipc`` once."""
-    return b"".join((bytes((_IPC_TAG,)), _varint(ipc.size), memoryview(ipc),
-                     bytes((_ROWS_TAG,)), _varint(rows)))
 
 
 def _writable_bytes_cpython(n: int) -> tuple[bytes, pa.Buffer]:
@@ -71,32 +65,46 @@ if sys.implementation.name == "cpython":
 _IN_PLACE = sys.implementation.name == "cpython" and _probe()
 
 
-def frame_record_batch(batch: pa.RecordBatch) -> bytes:
-    """The encoded ResultBatch(arrow_ipc=<IPC stream of batch>, rows=batch.num_rows).
+def _ipc_size(data: "pa.RecordBatch | pa.Table") -> int:
+    mock = pa.MockOutputStream()  # counts bytes, copies nothing
+    with pa.ipc.new_stream(mock, data.schema) as w:
+        w.write(data)
+    return mock.size()
 
-    The IPC stream is written straight into the message (its size measured first with a mock
-    stream), so the batch's data is copied once between DuckDB's Arrow and gRPC."""
-    mock = pa.MockOutputStream()
-    with pa.ipc.new_stream(mock, batch.schema) as w:
-        w.write_batch(batch)
-    size = mock.size()
-    head = bytes((_IPC_TAG,)) + _varint(size)
-    tail = bytes((_ROWS_TAG,)) + _varint(batch.num_rows)
-    total = len(head) + size + len(tail)
+
+def _assemble(pieces: "list[bytes | tuple[pa.RecordBatch | pa.Table, int]]") -> bytes:
+    """One ``bytes`` object holding ``pieces`` in order: bytes as they are, (batch or table,
+    its IPC size) as an IPC stream written straight into it, so its data is copied once."""
+    total = sum(len(p) if isinstance(p, bytes) else p[1] for p in pieces)
     obj, buf = (_writable_bytes_cpython if _IN_PLACE else _writable_bytes_copying)(total)
     sink = pa.FixedSizeBufferWriter(buf)
-    sink.write(head)
-    with pa.ipc.new_stream(sink, batch.schema) as w:
-        w.write_batch(batch)
-    sink.write(tail)
-    if sink.tell() != total:  # the mock and the real stream disagree: never silently truncate
-        raise RuntimeError(f"IPC size changed while framing ({sink.tell()} != {total})")
+    for p in pieces:
+        if isinstance(p, bytes):
+            sink.write(p)
+            continue
+        data, size = p
+        start = sink.tell()
+        with pa.ipc.new_stream(sink, data.schema) as w:
+            w.write(data)
+        if sink.tell() - start != size:  # the mock and the real stream disagree: never truncate
+            raise RuntimeError(f"IPC size changed while encoding ({sink.tell() - start} != {size})")
     return obj if type(obj) is bytes else bytes(obj)
 
 
-def serialize_result(msg: "bytes | pb.ResultBatch") -> bytes:
-    """gRPC response serializer: framed bytes pass through, messages are encoded."""
+def frame_record_batch(batch: pa.RecordBatch) -> bytes:
+    """The encoded ResultBatch(arrow_ipc=<IPC stream of batch>, rows=batch.num_rows), the IPC
+    stream written straight into the message: the batch's data is copied once on its way to gRPC."""
+    size = _ipc_size(batch)
+    return _assemble([bytes((_IPC_TAG,)) + _varint(size), (batch, size),
+                      bytes((_ROWS_TAG,)) + _varint(batch.num_rows)])
+
+
+def serialize_result(msg: "bytes | pb.ResultBatch | pb.ChunkQuery") -> bytes:
+    """gRPC serializer for hand-encoded messages: bytes pass through, messages are encoded."""
     return msg if isinstance(msg, bytes) else msg.SerializeToString()
+
+
+serialize_request = serialize_result  # requests: encode_chunk_query's bytes, or a ChunkQuery
 
 
 def _read_varint(data, pos: int) -> tuple[int, int]:
@@ -125,43 +133,17 @@ _UPLOAD_NAME_TAG = 0x0A  # UploadTable field 1 (name)
 _UPLOAD_IPC_TAG = 0x12   # UploadTable field 2 (arrow_ipc)
 
 
-def _ipc_size(table: pa.Table) -> int:
-    mock = pa.MockOutputStream()
-    with pa.ipc.new_stream(mock, table.schema) as w:
-        w.write_table(table)
-    return mock.size()
-
-
 def encode_chunk_query(msg: "pb.ChunkQuery", uploads: "dict[str, pa.Table] | None" = None) -> bytes:
     """``msg`` with ``uploads`` added as its UploadTable fields, each table's IPC stream written
     once, straight into the request (an upload of 1M rows is ~30 MB: built as messages, it was
     copied four times on the czar and twice more on the worker). Ordinary protobuf on the wire."""
-    head = msg.SerializeToString()
-    if not uploads:
-        return head
-    parts = []  # (prefix bytes, table, ipc size)
-    for name, table in uploads.items():
+    pieces: list = [msg.SerializeToString()]
+    for name, table in (uploads or {}).items():
         size = _ipc_size(table)
         nb = name.encode()
         inner = bytes((_UPLOAD_NAME_TAG,)) + _varint(len(nb)) + nb + bytes((_UPLOAD_IPC_TAG,)) + _varint(size)
-        parts.append((bytes((_UPLOADS_TAG,)) + _varint(len(inner) + size) + inner, table, size))
-    total = len(head) + sum(len(p) + n for p, _, n in parts)
-    obj, buf = (_writable_bytes_cpython if _IN_PLACE else _writable_bytes_copying)(total)
-    sink = pa.FixedSizeBufferWriter(buf)
-    sink.write(head)
-    for prefix, table, size in parts:
-        sink.write(prefix)
-        start = sink.tell()
-        with pa.ipc.new_stream(sink, table.schema) as w:
-            w.write_table(table)
-        if sink.tell() - start != size:
-            raise RuntimeError("IPC size changed while encoding an upload")
-    return obj if type(obj) is bytes else bytes(obj)
-
-
-def serialize_request(msg: "bytes | pb.ChunkQuery") -> bytes:
-    """gRPC request serializer: encoded requests pass through, messages are encoded."""
-    return msg if isinstance(msg, bytes) else msg.SerializeToString()
+        pieces += [bytes((_UPLOADS_TAG,)) + _varint(len(inner) + size) + inner, (table, size)]
+    return pieces[0] if len(pieces) == 1 else _assemble(pieces)
 
 
 def _upload(view: memoryview) -> tuple[str, memoryview]:
