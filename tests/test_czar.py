@@ -504,3 +504,17 @@ def test_other_groups_are_still_merged_from_partials(cluster, oracle, sql):
     except QueryError:
         return  # refused as before (e.g. ROLLUP): never answered by the local-groups rule
     assert "GROUP BY" in plan.merge_sql.upper()
+
+
+@pytest.mark.parametrize("sql,ordered", [
+    (f"SELECT FLOOR(mag) AS m, COUNT(*) AS n, AVG(decl) AS d FROM {T} GROUP BY FLOOR(mag) ORDER BY m", True),
+    (f"SELECT DISTINCT FLOOR(decl) AS d FROM {T}", False),
+    (f"SELECT objectId, mag FROM {T} ORDER BY mag DESC, objectId LIMIT 20", True),
+])
+def test_large_merges_use_the_parallel_merge_database_alike(cluster, oracle, sql, ordered, monkeypatch):
+    # merges under SMALL_MERGE_ROWS run on a one-thread DuckDB; every part counted as large
+    # sends them to the two-thread one, which must answer the same
+    import czar.engine as engine
+
+    monkeypatch.setattr(engine, "SMALL_MERGE_ROWS", 0)
+    check(cluster, oracle, sql, ordered)
