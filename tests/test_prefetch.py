@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from qengine.prefetch import prefetch
+from qengine.prefetch import on_new_thread, prefetch
 
 
 def test_items_arrive_in_order_and_errors_reach_the_consumer():
@@ -37,3 +37,15 @@ def test_an_early_stop_closes_the_producer_in_its_own_thread():
     assert [next(it) for _ in range(5)] == [0, 1, 2, 3, 4]
     it.close()   # the consumer stops early (a LIMIT met, a client gone)
     assert closed_in == ["producer"] and consumer != "producer"
+
+
+def test_on_new_thread_returns_the_result_and_raises_the_error_from_another_thread():
+    caller = threading.get_ident()
+    assert on_new_thread(lambda: threading.get_ident()) != caller
+    assert on_new_thread(lambda: [1, 2, 3]) == [1, 2, 3]
+
+    def failing():
+        raise KeyError("no chunk 42")
+
+    with pytest.raises(KeyError, match="no chunk 42"):
+        on_new_thread(failing)
