@@ -343,11 +343,10 @@ def _yes(ok: bool) -> str:
 # ------------------------------------------------------------------------------ measurements
 def point_queries(d: Data, client, n_calls: int, pid: int) -> tuple[str, dict]:
     """(1) per-call overhead of a one-chunk point query."""
-    from worker.executor import Executor, QueryRequest, QueryStats
-    from worker.inventory import Inventory, bind_sql
-
     from qengine import duck
     from qengine.prefetch import on_new_thread
+    from worker.executor import Executor, QueryRequest, QueryStats
+    from worker.inventory import Inventory, bind_sql
 
     con = _lane(INTERACTIVE_THREADS, INTERACTIVE_MEMORY, background=True)
     # n_calls random objects (each with its chunk); the same list for every path.
